@@ -1,0 +1,52 @@
+"""The meta-path finder: the standard ``PathFinder``, with cached code for plain source modules.
+
+It takes ``PathFinder``'s own slot on ``sys.meta_path`` rather than sitting in
+front of it: sitting in front would make every failed import search
+``sys.path`` twice. Everything else ``PathFinder`` offers (distributions for
+``importlib.metadata``, cache invalidation) is passed through, and it compares
+equal to ``PathFinder`` so code that looks for it on ``sys.meta_path`` still
+finds it.
+"""
+
+from __future__ import annotations
+
+from _frozen_importlib_external import PathFinder, SourceFileLoader
+
+from ._loader import AutocompileLoader, CodeCache
+
+
+class AutocompileFinder:
+    """Delegates discovery to ``PathFinder``; takes over specs of plain source files only."""
+
+    def __init__(self, path_finder: type[PathFinder], cache: CodeCache, excluded: tuple[str, ...] = ()) -> None:
+        self.path_finder = path_finder
+        self.cache = cache
+        self.excluded = excluded
+
+    def find_spec(self, fullname: str, path=None, target=None):  # type: ignore[no-untyped-def]
+        spec = self.path_finder.find_spec(fullname, path, target)
+        if spec is not None and type(spec.loader) is SourceFileLoader and spec.has_location:
+            if not (self.excluded and self._is_excluded(fullname, spec.origin)):
+                spec.loader = AutocompileLoader(fullname, spec.origin, self.cache)
+        return spec
+
+    def _is_excluded(self, fullname: str, origin: str) -> bool:
+        """``exclude`` patterns match a module name (``pkg.*``) or a source path (``*/pkg/*``)."""
+        from fnmatch import fnmatchcase
+
+        return any(fnmatchcase(origin if "/" in pattern or "\\" in pattern else fullname, pattern) for pattern in self.excluded)
+
+    def invalidate_caches(self) -> None:
+        self.path_finder.invalidate_caches()
+
+    def find_distributions(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self.path_finder.find_distributions(*args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return other is self or other is self.path_finder
+
+    def __hash__(self) -> int:
+        return hash(self.path_finder)
+
+    def __repr__(self) -> str:
+        return f"<AutocompileFinder wrapping {self.path_finder.__name__} at {self.cache.store.root!r}>"

@@ -1,0 +1,70 @@
+"""Cache keys: what an object is, and where the stat index looks for it.
+
+A *content key* names compiled output: a cryptographic hash of the source bytes
+and of every input that changes what the compiler produces. Identical files share
+one object wherever they live. A *stat key* names what is known about one source
+path at one moment (its ``stat``), so that an unchanged file is found without
+being read or hashed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import _frozen_importlib_external as _bootstrap_external
+import _imp
+
+try:  # The built-in module: hashlib would load OpenSSL, a few ms at start-up.
+    from _blake2 import blake2b as _blake2b
+except ImportError:  # pragma: no cover - interpreters built without _blake2
+    from hashlib import blake2b as _blake2b
+
+MAGIC_NUMBER: bytes = _bootstrap_external.MAGIC_NUMBER
+
+#: Bumped whenever the object format or what goes into a key changes.
+FORMAT_VERSION = 1
+KEY_BYTES = 32
+
+
+def code_context(optimize: int, profile: str = "") -> bytes:
+    """Everything besides the source that changes compiled bytecode."""
+    parts = (
+        b"autocompile-code",
+        str(FORMAT_VERSION).encode(),
+        (sys.implementation.cache_tag or "").encode(),
+        MAGIC_NUMBER,
+        str(optimize).encode(),
+        profile.encode(),
+    )
+    return b"\0".join(parts)
+
+
+def _digest(context: bytes, data: bytes) -> str:
+    hasher = _blake2b(digest_size=KEY_BYTES, person=b"autocompile")
+    hasher.update(len(context).to_bytes(4, "little"))
+    hasher.update(context)
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+def content_key(context: bytes, source: bytes) -> str:
+    """The content address of ``source`` compiled under ``context``."""
+    return _digest(context, source)
+
+
+def stat_key(context: bytes, path: str, st: os.stat_result) -> str:
+    """The index key of ``path`` as it is now.
+
+    ``st_ctime_ns`` changes on every write, rename and ``touch -r``, so an edit
+    that keeps the size and restores the modification time still changes the key.
+    """
+    fingerprint = "\0".join(
+        (path, str(st.st_size), str(st.st_mtime_ns), str(st.st_ctime_ns), str(st.st_ino), str(st.st_dev))
+    )
+    return _digest(context, os.fsencode(fingerprint))
+
+
+def source_hash(source: bytes) -> bytes:
+    """``importlib.util.source_hash`` (SipHash): validates stock hash-based pycs only."""
+    return _imp.source_hash(_bootstrap_external._RAW_MAGIC_NUMBER, source)

@@ -1,0 +1,205 @@
+"""The loader: stock ``SourceFileLoader`` in every respect but where code objects come from.
+
+``get_code`` looks up the stat index (one ``stat``, one read), then the object
+store by content (the source is read and hashed), then a valid stock ``.pyc``,
+and only then compiles. Anything going wrong inside the cache is a miss or a
+fallback to the stock ``get_code``; errors in the user's source surface exactly
+as stock, because the compile call and its traceback are stock.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+from time import perf_counter_ns, time_ns
+
+import _imp
+from _frozen_importlib_external import SourceFileLoader, cache_from_source
+
+from . import _keys, _log, _stats, _store
+
+#: A source whose last change is more recent than this may change again within the
+#: file system's timestamp granularity without changing its ``stat``; it is not indexed
+#: until it has settled (as git does for "racily clean" files).
+SETTLE_NS = 2_000_000_000
+CodeType = type(compile("", "", "exec"))  # ``types`` is not imported at start-up
+_IMPORTLIB_FILENAME = "<frozen importlib._bootstrap_external>"
+
+
+class CodeCache:
+    """Compiled code in a store, for this interpreter, an optimize level and a profile."""
+
+    def __init__(self, store: _store.Store, optimize: int, profile: str = "") -> None:
+        self.store = store
+        self.optimize = optimize
+        self.profile = profile
+        self.context = _keys.code_context(optimize, profile)
+
+    def stat_key(self, path: str, st: os.stat_result) -> str:
+        return _keys.stat_key(self.context, path, st)
+
+    def content_key(self, source: bytes) -> str:
+        return _keys.content_key(self.context, source)
+
+    def load_indexed(self, stat_key: str) -> CodeType | None:
+        """The code an index entry points at: no hashing, no source read."""
+        try:
+            entry = self.store.load(self.store.index_path(stat_key))
+        except _store.CorruptEntry:
+            return None
+        return None if entry is None else _unmarshal(entry.payload)
+
+    def load_object(self, key: str) -> CodeType | None:
+        try:
+            entry = self.store.load(self.store.object_path(key), key)
+        except _store.CorruptEntry:
+            return None
+        return None if entry is None else _unmarshal(entry.payload)
+
+    def stock_code(self, path: str, st: os.stat_result, source: bytes) -> CodeType | None:
+        """Code from a stock ``__pycache__`` file that certainly matches ``source``.
+
+        A timestamp pyc counts only if it was written after the source last
+        changed (its mtime is later than the source's ctime): ``touch -r`` after
+        an edit would otherwise make a stale pyc look valid, and the stale code
+        would be stored under the new source's content key.
+        """
+        if self.profile:
+            return None
+        try:
+            pyc_path = cache_from_source(path)
+            with open(pyc_path, "rb") as file:
+                data = file.read()
+                pyc_mtime_ns = os.fstat(file.fileno()).st_mtime_ns
+        except (OSError, NotImplementedError, ValueError):
+            return None
+        if len(data) < 16 or data[:4] != _keys.MAGIC_NUMBER:
+            return None
+        flags = int.from_bytes(data[4:8], "little")
+        if flags == 0:
+            valid = (
+                int.from_bytes(data[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+                and int.from_bytes(data[12:16], "little") == st.st_size & 0xFFFFFFFF
+                and pyc_mtime_ns > st.st_ctime_ns
+            )
+        elif flags in (1, 3):
+            valid = data[8:16] == _keys.source_hash(source)
+        else:
+            valid = False
+        return _unmarshal(data[16:]) if valid else None
+
+    def store_code(self, key: str, code: CodeType, meta: dict[str, str]) -> str:
+        """Publish compiled code under its content key; return the object's path."""
+        data = _store.pack(_store.KIND_CODE, key, marshal.dumps(code), meta)
+        return self.store.write_object(key, data)
+
+    def remember(self, stat_key: str, st: os.stat_result, key: str) -> bool:
+        """Index the source's current ``stat`` once it has settled; return whether it was indexed."""
+        if time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < SETTLE_NS:
+            return False
+        self.store.link_index(stat_key, self.store.object_path(key))
+        return True
+
+    def meta(self, fullname: str, path: str, source: bytes, compile_ns: int) -> dict[str, str]:
+        return {
+            "name": fullname,
+            "path": path,
+            "tag": _stats._TAG,
+            "optimize": str(self.optimize),
+            "profile": self.profile,
+            "source_size": str(len(source)),
+            "compile_ns": str(compile_ns),
+        }
+
+
+def _unmarshal(payload: bytes) -> CodeType | None:
+    try:
+        code = marshal.loads(payload)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return code if type(code) is CodeType else None
+
+
+def _importlib_frame(function):  # type: ignore[no-untyped-def]
+    """Give ``function`` importlib's file name.
+
+    ``import.c`` trims importlib's frames from the traceback of an error in the
+    user's module (a ``SyntaxError``, say) only when they form one unbroken run;
+    a frame of ours in the middle would leave four importlib frames and ours in
+    every such traceback. Wearing importlib's name, ours is trimmed with them.
+    """
+    function.__code__ = function.__code__.replace(co_filename=_IMPORTLIB_FILENAME)
+    return function
+
+
+class AutocompileLoader(SourceFileLoader):
+    """A ``SourceFileLoader`` whose code objects come from the shared cache."""
+
+    def __init__(self, fullname: str, path: str, cache: CodeCache) -> None:
+        super().__init__(fullname, path)
+        self.cache = cache
+
+    @_importlib_frame
+    def get_code(self, fullname: str) -> CodeType | None:
+        path = self.get_filename(fullname)
+        cache = self.cache
+        try:
+            st = os.stat(path)
+            stat_key = cache.stat_key(path, st)
+            code = cache.load_indexed(stat_key)
+        except Exception as exc:
+            return self._stock_code(fullname, exc)
+        if code is not None:
+            _imp._fix_co_filename(code, path)
+            _stats.count(_stats.HIT, fullname)
+            _log.debugging() and _log.debug(f"hit {fullname} {path}")
+            return code
+        source = self.get_data(path)
+        try:
+            key = cache.content_key(source)
+            code = cache.load_object(key)
+            outcome = "reused"
+            if code is None:
+                code = cache.stock_code(path, st, source)
+                outcome = "reused stock pyc"
+                if code is not None and cache.store.writable:
+                    cache.store_code(key, code, cache.meta(fullname, path, source, 0))
+        except Exception as exc:
+            return self._stock_code(fullname, exc)
+        compile_ns = 0
+        if code is None:
+            started = perf_counter_ns()
+            code = self.source_to_code(source, path)
+            compile_ns = perf_counter_ns() - started
+            outcome = "compiled"
+        try:
+            if compile_ns and cache.store.writable:
+                cache.store_code(key, code, cache.meta(fullname, path, source, compile_ns))
+            indexed = cache.store.writable and cache.remember(stat_key, st, key)
+        except Exception as exc:
+            _note_failure(fullname, exc)
+            return code
+        _imp._fix_co_filename(code, path)
+        if compile_ns:
+            _stats.count(_stats.COMPILED, fullname)
+            _stats.count(_stats.COMPILE_NS, fullname, compile_ns)
+        else:
+            _stats.count(_stats.REUSED, fullname)
+        if _log.debugging():
+            _log.debug(f"{outcome} {fullname} {path}{'' if indexed else ' (not indexed yet: recently changed)'}")
+        return code
+
+    @_importlib_frame
+    def _stock_code(self, fullname: str, exc: Exception) -> CodeType | None:
+        _note_failure(fullname, exc)
+        return super().get_code(fullname)
+
+
+def _note_failure(fullname: str, exc: Exception) -> None:
+    """Count a fallback. I/O trouble is expected (full or read-only disk); anything else is a bug."""
+    _stats.count(_stats.FALLBACK, fullname)
+    if isinstance(exc, OSError):
+        _log.debug(f"fallback {fullname}: {exc}")
+    else:
+        _log.warn_once("bug", f"internal error, using the standard import ({type(exc).__name__}: {exc})")
+        _log.debug(f"fallback {fullname}: {exc!r}")

@@ -1,0 +1,103 @@
+"""Import counters: kept in memory, merged into the cache once per process.
+
+Counting costs a dictionary update per import. At exit the counts are added
+to one of a few bucket files under ``stats/`` while holding an advisory lock
+on it, so concurrent processes never lose each other's counts and no file is
+written per import.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+BUCKETS = 8
+#: Outcomes of one import decision, as shown by ``stats`` and ``AUTOCOMPILE_LOG=debug``.
+HIT, REUSED, COMPILED, FALLBACK = "hit", "reused", "compiled", "fallback"
+COMPILE_NS = "compile_ns"
+
+Counts = dict[tuple[str, str, str], int]  # (cache tag, outcome, top-level package) -> count
+_counts: Counts = {}
+_TAG = sys.implementation.cache_tag or "unknown"
+
+
+def count(outcome: str, fullname: str, amount: int = 1) -> None:
+    key = (_TAG, outcome, fullname.partition(".")[0])
+    _counts[key] = _counts.get(key, 0) + amount
+
+
+def reset() -> None:
+    """Forget this process's counts (a forked child must not count its parent's imports)."""
+    _counts.clear()
+
+
+def parse(text: str) -> Counts:
+    counts: Counts = {}
+    for line in text.splitlines():
+        fields = line.split("\t")
+        if len(fields) == 4 and fields[3].isdigit():
+            key = (fields[0], fields[1], fields[2])
+            counts[key] = counts.get(key, 0) + int(fields[3])
+    return counts
+
+
+def format_counts(counts: Counts) -> str:
+    return "".join(f"{tag}\t{outcome}\t{package}\t{n}\n" for (tag, outcome, package), n in sorted(counts.items()))
+
+
+def merge(first: Counts, second: Counts) -> Counts:
+    merged = dict(first)
+    for key, n in second.items():
+        merged[key] = merged.get(key, 0) + n
+    return merged
+
+
+def bucket_paths(root: str) -> list[str]:
+    return [os.path.join(root, "stats", str(n)) for n in range(BUCKETS)]
+
+
+def update_bucket(path: str, change: "Counts | None") -> Counts:
+    """Add ``change`` to the counts in ``path`` under a lock (``None`` empties it); return the old counts."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        old = parse(os.read(fd, size).decode("utf-8", "replace")) if size else {}
+        new = {} if change is None else merge(old, change)
+        data = format_counts(new).encode()
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+        return old
+    finally:
+        os.close(fd)
+
+
+def flush(root: str) -> None:
+    """Merge this process's counts into the cache's totals. Never raises."""
+    if not _counts:
+        return
+    counts = dict(_counts)
+    _counts.clear()
+    path = bucket_paths(root)[os.getpid() % BUCKETS]
+    try:
+        try:
+            update_bucket(path, counts)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+            update_bucket(path, counts)
+    except Exception:  # read-only or full disk, no fcntl: statistics are best effort
+        pass
+
+
+def totals(root: str) -> Counts:
+    counts: Counts = {}
+    for path in bucket_paths(root):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                counts = merge(counts, parse(file.read()))
+        except OSError:
+            pass
+    return counts

@@ -1,0 +1,316 @@
+"""The on-disk store: self-checking objects, an index of hard links, atomic writes.
+
+Layout under the cache root::
+
+    objects/ab/abcdef...   one object per content key
+    index/cd/cdef01...     one hard link per stat key, to the object it maps to
+    stats/                 counters (see ``_stats``)
+
+An index entry *is* the object (a second name for the same inode), so a warm
+import costs one ``stat`` of the source and one read, as with ``__pycache__``.
+Readers never lock. Writers write a temporary file with a random name in the
+same directory and ``os.replace`` it: a reader sees the old file or the new
+one, never a torn one. Every object carries a header that is checked on every
+read; anything that fails the check is a miss and is overwritten by the next
+writer.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from . import _keys
+
+MAGIC = b"\x89ACO"
+HEADER_SIZE = 52
+KIND_CODE = 0
+#: Index entries touched less recently than this get their time refreshed on a hit,
+#: so least-recently-used eviction works without a write on every hit.
+REFRESH_SECONDS = 24 * 3600
+
+_OPEN_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_OPEN_NEW = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+_TEMPORARY_PREFIX = ".tmp-"
+_NO_HARD_LINKS = {errno.EPERM, errno.EMLINK, errno.EXDEV, getattr(errno, "ENOTSUP", -1), getattr(errno, "EOPNOTSUPP", -1)}
+_CHECK_OWNER = hasattr(os, "geteuid")
+
+
+class CorruptEntry(Exception):
+    """An entry that must not be used: it is treated as a miss."""
+
+
+class Entry:
+    """A valid object: its header fields, metadata and payload."""
+
+    __slots__ = ("kind", "key", "meta", "payload")
+
+    def __init__(self, kind: int, key: str, meta: dict[str, str], payload: bytes) -> None:
+        self.kind = kind
+        self.key = key
+        self.meta = meta
+        self.payload = payload
+
+
+def _crc32(data: bytes) -> int:
+    from zlib import crc32
+
+    return crc32(data)
+
+
+def encode_meta(meta: dict[str, str]) -> bytes:
+    return "\0".join(f"{name}\0{value}" for name, value in meta.items()).encode("utf-8", "surrogateescape")
+
+
+def decode_meta(data: bytes) -> dict[str, str]:
+    fields = data.decode("utf-8", "surrogateescape").split("\0") if data else []
+    return dict(zip(fields[::2], fields[1::2]))
+
+
+def pack(kind: int, key: str, payload: bytes, meta: dict[str, str]) -> bytes:
+    """An object file: header, metadata, payload."""
+    meta_bytes = encode_meta(meta)
+    body = meta_bytes + payload
+    header = b"".join(
+        (
+            MAGIC,
+            _keys.FORMAT_VERSION.to_bytes(2, "little"),
+            bytes((kind, 0)),
+            bytes.fromhex(key),
+            len(meta_bytes).to_bytes(4, "little"),
+            len(payload).to_bytes(4, "little"),
+            _crc32(body).to_bytes(4, "little"),
+        )
+    )
+    return header + body
+
+
+def unpack(data: bytes, key: str | None = None) -> Entry:
+    """Check an object file completely; raise :class:`CorruptEntry` on any fault."""
+    if len(data) < HEADER_SIZE or data[:4] != MAGIC:
+        raise CorruptEntry("bad magic or truncated header")
+    if int.from_bytes(data[4:6], "little") != _keys.FORMAT_VERSION:
+        raise CorruptEntry("other format version")
+    entry_key = data[8:40].hex()
+    if key is not None and entry_key != key:
+        raise CorruptEntry("key does not match the entry's name")
+    meta_size = int.from_bytes(data[40:44], "little")
+    payload_size = int.from_bytes(data[44:48], "little")
+    if HEADER_SIZE + meta_size + payload_size != len(data):
+        raise CorruptEntry("length does not match the header")
+    body = data[HEADER_SIZE:]
+    if _crc32(body) != int.from_bytes(data[48:52], "little"):
+        raise CorruptEntry("checksum mismatch")
+    return Entry(data[6], entry_key, decode_meta(body[:meta_size]), body[meta_size:])
+
+
+class Store:
+    """Objects and index entries under one trusted root directory."""
+
+    def __init__(self, root: str, writable: bool = True) -> None:
+        self.root = root
+        self.writable = writable
+        self.objects = os.path.join(root, "objects")
+        self.index = os.path.join(root, "index")
+        self._uid = os.geteuid() if _CHECK_OWNER else None
+
+    def object_path(self, key: str) -> str:
+        return f"{self.objects}/{key[:2]}/{key}"
+
+    def index_path(self, stat_key: str) -> str:
+        return f"{self.index}/{stat_key[:2]}/{stat_key}"
+
+    # Reading -------------------------------------------------------------
+
+    def read(self, path: str) -> bytes | None:
+        """The bytes of the entry at ``path``; ``None`` when absent or not to be trusted.
+
+        Symbolic links are not followed, and only regular files owned by this
+        user count: anything else someone may have planted is a miss.
+        """
+        try:
+            fd = os.open(path, _OPEN_READ)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if (st.st_mode & 0o170000) != 0o100000 or (self._uid is not None and st.st_uid != self._uid):
+                return None
+            chunks = []
+            remaining = st.st_size
+            while remaining > 0:
+                chunk = os.read(fd, remaining)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            if self.writable and st.st_mtime + REFRESH_SECONDS < _now():
+                _refresh(fd)
+        finally:
+            os.close(fd)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def load(self, path: str, key: str | None = None) -> Entry | None:
+        """A valid entry at ``path`` or ``None``."""
+        data = self.read(path)
+        if data is None:
+            return None
+        return unpack(data, key)
+
+    # Writing -------------------------------------------------------------
+
+    def write_object(self, key: str, data: bytes) -> str:
+        """Publish an object file atomically; return its path."""
+        path = self.object_path(key)
+        write_atomic(path, data)
+        return path
+
+    def link_index(self, stat_key: str, object_path: str) -> None:
+        """Point the index entry at the object: a hard link, or a copy where links fail."""
+        path = self.index_path(stat_key)
+        temporary = _temporary_name(path)
+        try:
+            try:
+                os.link(object_path, temporary)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+                os.link(object_path, temporary)
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            data = self.read(object_path)
+            if data is not None:
+                write_atomic(path, data)
+            return
+        _replace(temporary, path)
+
+
+def _now() -> float:
+    from time import time
+
+    return time()
+
+
+def _refresh(fd: int) -> None:
+    try:
+        os.utime(fd)
+    except OSError:
+        pass
+
+
+def _temporary_name(path: str) -> str:
+    head, _, tail = path.rpartition("/")
+    return f"{head}/{_TEMPORARY_PREFIX}{os.urandom(6).hex()}-{tail[:16]}"
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(_TEMPORARY_PREFIX)
+
+
+def _replace(temporary: str, path: str) -> None:
+    """``os.replace``, clearing a directory found where an entry belongs; never leaves ``temporary``."""
+    try:
+        try:
+            os.replace(temporary, path)
+        except OSError:
+            if os.path.islink(path) or not os.path.isdir(path):
+                raise
+            import shutil
+
+            shutil.rmtree(path)
+            os.replace(temporary, path)
+    except BaseException:
+        _unlink(temporary)
+        raise
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Like CPython's ``_write_atomic``: an exclusive temporary file, then ``os.replace``.
+
+    The temporary name is random, not the PID, so writers on other machines
+    sharing the directory never collide; a failed write leaves nothing behind.
+    """
+    temporary = _temporary_name(path)
+    try:
+        fd = os.open(temporary, _OPEN_NEW, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        fd = os.open(temporary, _OPEN_NEW, 0o600)
+    try:
+        with open(fd, "wb", closefd=True) as file:
+            file.write(data)
+    except BaseException:
+        _unlink(temporary)
+        raise
+    _replace(temporary, path)
+
+
+def describe_untrusted(root: str) -> str | None:
+    """Why ``root`` must not be used as a cache directory, or ``None`` if it may.
+
+    It must be a directory owned by this user and not writable by group or
+    others, and no directory above it may let another user replace it.
+    """
+    if not _CHECK_OWNER:
+        return None
+    uid = os.geteuid()
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        return f"cannot use {root}: {exc.strerror}"
+    if (st.st_mode & 0o170000) != 0o040000:
+        return f"{root} is not a directory"
+    if st.st_uid != uid:
+        return f"{root} is owned by uid {st.st_uid}, not by this user (uid {uid})"
+    if st.st_mode & 0o022:
+        return f"{root} is writable by group or others (mode {st.st_mode & 0o777:o})"
+    parent = os.path.dirname(os.path.realpath(root))
+    while True:
+        try:
+            st = os.stat(parent)
+        except OSError as exc:
+            return f"cannot check {parent}: {exc.strerror}"
+        if st.st_uid not in (0, uid):
+            return f"{parent} is owned by uid {st.st_uid}, who could replace the cache directory"
+        if st.st_mode & 0o022 and not st.st_mode & 0o1000:
+            return f"{parent} is writable by group or others without the sticky bit"
+        next_parent = os.path.dirname(parent)
+        if next_parent == parent:
+            return None
+        parent = next_parent
+
+
+def open_root(root: str) -> str | None:
+    """Create the cache directory (mode 0700) if needed; return why it is unusable, if it is."""
+    try:
+        os.makedirs(root, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot create {root}: {exc.strerror or exc}"
+    else:
+        _tag_cache_dir(root)
+    return describe_untrusted(root)
+
+
+def _tag_cache_dir(root: str) -> None:
+    """Mark a new cache directory per the Cache Directory Tagging Specification, so backups skip it."""
+    path = os.path.join(root, "CACHEDIR.TAG")
+    try:
+        write_atomic(
+            path,
+            b"Signature: 8a477f597d28d172789f06886806bc55\n"
+            b"# This file is a cache directory tag created by autocompile.\n",
+        )
+    except OSError:
+        pass
+
