@@ -152,7 +152,7 @@ class AutocompileLoader(SourceFileLoader):
         if code is not None:
             _imp._fix_co_filename(code, path)
             _stats.count(_stats.HIT, fullname)
-            _log.debugging() and _log.debug(f"hit {fullname} {path}")
+            _log.debugging() and _log.debug(f"{fullname}: hit ({path})")
             return code
         source = self.get_data(path)
         try:
@@ -186,7 +186,7 @@ class AutocompileLoader(SourceFileLoader):
         else:
             _stats.count(_stats.REUSED, fullname)
         if _log.debugging():
-            _log.debug(f"{outcome} {fullname} {path}{'' if indexed else ' (not indexed yet: recently changed)'}")
+            _log.debug(f"{fullname}: {outcome} ({path}){'' if indexed else '; not indexed yet: changed recently'}")
         return code
 
     @_importlib_frame
@@ -199,7 +199,7 @@ def _note_failure(fullname: str, exc: Exception) -> None:
     """Count a fallback. I/O trouble is expected (full or read-only disk); anything else is a bug."""
     _stats.count(_stats.FALLBACK, fullname)
     if isinstance(exc, OSError):
-        _log.debug(f"fallback {fullname}: {exc}")
+        _log.debug(f"{fullname}: fallback ({exc})")
     else:
         _log.warn_once("bug", f"internal error, using the standard import ({type(exc).__name__}: {exc})")
-        _log.debug(f"fallback {fullname}: {exc!r}")
+        _log.debug(f"{fullname}: fallback ({exc!r})")

@@ -333,6 +333,7 @@ class Harness:
             generate_synthetic(synth)
             shutil.copytree(os.path.join(synth, SYNTH_PKG), os.path.join(self.sp("stock"), SYNTH_PKG))
             self.setup_info["packages"] = "synthetic (200 modules)"
+            wheelhouse = None
         else:
             wheelhouse = os.path.join(self.workdir, "wheelhouse-" + ver)
             marker = os.path.join(wheelhouse, ".complete-" + file_sha(REQUIREMENTS)[:16])
@@ -351,12 +352,20 @@ class Harness:
             self.setup_info["wheels"] = sorted(f for f in os.listdir(wheelhouse) if f.endswith(".whl"))
         strip_pycache(self.vdir("stock"))
 
-        # identical copies: S2's pycache-free stock venv and the ac venv
-        shutil.copytree(self.vdir("stock"), self.vdir("stock-nopyc"), symlinks=True)
+        # the ac venv is a copy of stock plus autocompile (and its dependencies,
+        # which are then also installed into stock so that both trees differ
+        # by autocompile's own files only); S2's venv is a copy of stock.
+        self.wheelhouse = wheelhouse if not self.smoke else os.path.join(self.workdir, "wheelhouse-smoke")
+        os.makedirs(self.wheelhouse, exist_ok=True)
         shutil.copytree(self.vdir("stock"), self.vdir("ac"), symlinks=True)
-
         self.install_autocompile()
-        strip_pycache(self.vdir("ac"))
+        shutil.copytree(self.vdir("stock"), self.vdir("stock-nopyc"), symlinks=True)
+        for v in ("stock", "ac", "stock-nopyc"):
+            strip_pycache(self.vdir(v))
+
+    def freeze(self, venv):
+        out = sh([self.vpy(venv), "-m", "pip", "freeze", "--isolated", "--all"], setup_env(), what="pip freeze")
+        return set(line.strip() for line in out.stdout.splitlines() if line.strip())
 
     def install_autocompile(self):
         self.ac_ok = False
@@ -366,36 +375,63 @@ class Harness:
             shutil.rmtree(src)
         shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
             ".git", "benchmarks", "build", "dist", "*.egg-info", "__pycache__", ".venv*", ".tox", ".pytest_cache"))
-        base = [self.vpy("ac"), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-compile",
-                "--no-deps"]
-        if self.smoke:
-            base += ["--retries", "1", "--timeout", "15"]
-        scratch = os.path.join(self.workdir, "caches", "setup")
-        new_cache_dir(scratch)
+        wheeldir = os.path.join(self.workdir, "acwheel")
+        if os.path.exists(wheeldir):
+            shutil.rmtree(wheeldir)
+        net = ["--retries", "1", "--timeout", "15"] if self.smoke else []
+        # 1. build a wheel of the repository (with the target interpreter's pip)
         errors = []
         for extra in ([], ["--no-build-isolation"]):
-            self.log("pip install <repo> into ac venv %s" % " ".join(extra))
-            proc = sh(base + extra + [src], setup_env(scratch), check=False)
+            self.log("building the autocompile wheel %s" % " ".join(extra))
+            proc = sh([self.python, "-m", "pip", "wheel", "--disable-pip-version-check", "-q", "--no-deps"]
+                      + net + extra + ["-w", wheeldir, src], setup_env(), check=False)
             if proc.returncode == 0:
                 break
             errors.append(proc.stdout[-1500:])
         else:
-            self.anomaly("autocompile could not be installed; ac venv has packages only, "
+            self.anomaly("autocompile could not be built; ac venv has packages only, "
                          "all autocompile columns measure a STOCK interpreter:\n" + "\n".join(errors))
             return
+        wheel = os.path.join(wheeldir, [f for f in os.listdir(wheeldir) if f.endswith(".whl")][0])
+        # 2. its dependencies into the wheelhouse
+        proc = sh([self.python, "-m", "pip", "download", "--disable-pip-version-check", "-q"] + net
+                  + ["-d", self.wheelhouse, wheel], setup_env(), check=False)
+        if proc.returncode != 0:
+            self.log("could not download autocompile's dependencies (offline?): " + proc.stdout[-300:])
+        # 3. install into ac, from the wheelhouse only
+        before = self.freeze("ac")
+        proc = sh([self.vpy("ac"), "-m", "pip", "install", "--isolated", "--disable-pip-version-check", "-q",
+                   "--no-compile", "--no-index", "--find-links", self.wheelhouse, wheel], setup_env(), check=False)
+        if proc.returncode != 0:
+            self.anomaly("installing the autocompile wheel failed; autocompile columns measure a STOCK "
+                         "interpreter:\n" + proc.stdout[-1500:])
+            return
+        extras = sorted(r for r in self.freeze("ac") - before if not r.lower().startswith("autocompile"))
+        self.setup_info["autocompile_dependencies"] = extras
+        if extras:
+            self.log("installing autocompile's dependencies into stock too: %s" % " ".join(extras))
+            sh([self.vpy("stock"), "-m", "pip", "install", "--isolated", "--disable-pip-version-check", "-q",
+                "--no-compile", "--no-index", "--find-links", self.wheelhouse, "--no-deps"] + extras,
+               setup_env(), what="pip install autocompile dependencies into stock")
+        strip_pycache(self.vdir("ac"))
+        scratch = new_cache_dir(os.path.join(self.workdir, "caches", "setup"))
         sp = self.sp("ac")
         pths = sorted(f for f in os.listdir(sp) if f.endswith(".pth") and "autocompile" in f.lower())
         if not pths:
             self.anomaly("autocompile installed but no autocompile*.pth in site-packages")
         ver = sh([self.vpy("ac"), "-c", "import autocompile; print(getattr(autocompile, '__version__', '?'))"],
                  child_env(dont_write=True, cache_dir=scratch), check=False)
+        if ver.returncode != 0:
+            self.anomaly("`import autocompile` fails in the ac venv:\n" + ver.stdout[-1500:])
         stats = self.ac_stats(scratch)
-        self.setup_info["autocompile"] = {"installed": True, "pth": pths, "version": ver.stdout.strip(),
-                                          "stats_works": stats is not None}
+        self.setup_info["autocompile"] = {"installed": True, "wheel": os.path.basename(wheel), "pth": pths,
+                                          "version": ver.stdout.strip()[-200:], "stats_works": stats is not None}
         self.ac_ok = bool(pths) and ver.returncode == 0
         if stats is None:
             self.anomaly("`python -m autocompile stats --json` failed")
-        self.log("autocompile installed: version %s, pth %s" % (ver.stdout.strip(), pths))
+        shutil.rmtree(scratch)
+        strip_pycache(self.vdir("ac"))
+        self.log("autocompile installed: %s, pth %s" % (os.path.basename(wheel), pths))
 
     def ac_stats(self, cache_dir):
         proc = sh([self.vpy("ac"), "-m", "autocompile", "stats", "--json"],
