@@ -163,13 +163,22 @@ def _read_config_file(path: str, settings: Settings) -> None:
         settings.problems.append(f"{path}: {exc}")
         return
     for name, raw in document.items():
+        where = f"{path}:{_line_of(data, name)}"
         if name not in _SCHEMA:
-            settings.problems.append(f"{path}: unknown setting {name!r}")
+            settings.problems.append(f"{where}: unknown setting {name!r}")
             continue
         try:
             settings.set(name, _parse(name, _SCHEMA[name][1], raw), f"config file {path}")
         except ValueError as exc:
-            settings.problems.append(f"{path}: {exc}")
+            settings.problems.append(f"{where}: {exc}")
+
+
+def _line_of(data: bytes, name: str) -> int:
+    """The line where a top-level setting is assigned (TOML values carry no positions)."""
+    for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), start=1):
+        if line.lstrip().startswith(name) and line.lstrip()[len(name) :].lstrip().startswith("="):
+            return number
+    return 1
 
 
 def load(environ: dict[str, str] | None = None) -> Settings:

@@ -54,10 +54,11 @@ class Entry:
         self.payload = payload
 
 
-def _crc32(data: bytes) -> int:
+def _checksum(head: bytes, body: bytes) -> int:
+    """CRC-32 of the header fields before it and of everything after it."""
     from zlib import crc32
 
-    return crc32(data)
+    return crc32(body, crc32(head))
 
 
 def encode_meta(meta: dict[str, str]) -> bytes:
@@ -70,10 +71,10 @@ def decode_meta(data: bytes) -> dict[str, str]:
 
 
 def pack(kind: int, key: str, payload: bytes, meta: dict[str, str]) -> bytes:
-    """An object file: header, metadata, payload."""
+    """An object file: header, metadata, payload; the checksum covers all of it."""
     meta_bytes = encode_meta(meta)
     body = meta_bytes + payload
-    header = b"".join(
+    head = b"".join(
         (
             MAGIC,
             _keys.FORMAT_VERSION.to_bytes(2, "little"),
@@ -81,10 +82,9 @@ def pack(kind: int, key: str, payload: bytes, meta: dict[str, str]) -> bytes:
             bytes.fromhex(key),
             len(meta_bytes).to_bytes(4, "little"),
             len(payload).to_bytes(4, "little"),
-            _crc32(body).to_bytes(4, "little"),
         )
     )
-    return header + body
+    return head + _checksum(head, body).to_bytes(4, "little") + body
 
 
 def unpack(data: bytes, key: str | None = None) -> Entry:
@@ -101,7 +101,7 @@ def unpack(data: bytes, key: str | None = None) -> Entry:
     if HEADER_SIZE + meta_size + payload_size != len(data):
         raise CorruptEntry("length does not match the header")
     body = data[HEADER_SIZE:]
-    if _crc32(body) != int.from_bytes(data[48:52], "little"):
+    if _checksum(data[:48], body) != int.from_bytes(data[48:52], "little"):
         raise CorruptEntry("checksum mismatch")
     return Entry(data[6], entry_key, decode_meta(body[:meta_size]), body[meta_size:])
 

@@ -13,9 +13,11 @@ import os
 import site
 import sys
 import sysconfig
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from . import _bootstrap, _config, _loader, _stats, _store, _warm
+from . import _archive, _bootstrap, _config, _evict, _explain, _loader, _manage, _stats, _store, _warm
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -165,37 +167,299 @@ def cmd_stats(args: argparse.Namespace) -> int:
         for path in _stats.bucket_paths(root):
             if os.path.exists(path):
                 _stats.update_bucket(path, None)
-    entries, size = _scan(os.path.join(root, "objects"))
+    items = _evict.scan(root)
+    size = _evict.total_size(items)
     counts = _stats.totals(root)
-
-    def total(outcome: str) -> int:
-        return sum(n for (_tag, kind, _package), n in counts.items() if kind == outcome)
-
-    hits, reused, compiled = total(_stats.HIT), total(_stats.REUSED), total(_stats.COMPILED)
-    misses = reused + compiled
-    lookups = hits + misses
+    overall = _summary(counts, lambda key: True)
+    by_tag = {tag: _summary(counts, lambda key, tag=tag: key[0] == tag) for tag in sorted({key[0] for key in counts})}
+    by_package = {
+        package: _summary(counts, lambda key, package=package: key[2] == package)
+        for package in sorted({key[2] for key in counts})
+    }
     document = {
         "cache_dir": root,
-        "entries": entries,
+        "entries": len(items),
         "size_bytes": size,
-        "hits": hits,
-        "misses": misses,
-        "reused": reused,
-        "compiles": compiled,
-        "fallbacks": total(_stats.FALLBACK),
-        "hit_rate": round(hits / lookups, 4) if lookups else None,
+        "max_size_bytes": settings["max_size"],
+        **overall,
+        "by_python": by_tag,
+        "by_package": by_package,
     }
     rows = [
         ("cache directory", root),
-        ("entries", entries),
-        ("size", _human_size(size)),
-        ("hits", hits),
-        ("misses", f"{misses} ({reused} reused by content, {compiled} compiled)"),
-        ("fallbacks", document["fallbacks"]),
-        ("hit rate", f"{100 * hits / lookups:.1f}%" if lookups else "-"),
+        ("entries", len(items)),
+        ("size", f"{_human_size(size)} of {_human_size(settings['max_size']) if settings['max_size'] else 'no'} cap"),
+        ("hits", overall["hits"]),
+        ("misses", f"{overall['misses']} ({overall['reused']} reused by content, {overall['compiles']} compiled)"),
+        ("fallbacks", overall["fallbacks"]),
+        ("hit rate", _percent(overall["hit_rate"])),
+        ("time saved", f"~{overall['saved_seconds']:.2f} s (hits x mean compile time)"),
     ]
-    _emit(args, document, _table(rows))
+    lines = _table(rows)
+    for title, groups in (("python", by_tag), ("package", by_package)):
+        if groups:
+            ranked = sorted(groups.items(), key=lambda pair: -(pair[1]["hits"] + pair[1]["misses"]))
+            lines += ["", *_table([(title, "hits", "misses", "compiles", "fallbacks", "hit rate", "saved")] + [
+                (name, g["hits"], g["misses"], g["compiles"], g["fallbacks"], _percent(g["hit_rate"]), f"{g['saved_seconds']:.2f} s")
+                for name, g in ranked[: args.top]
+            ])]
+            if len(ranked) > args.top:
+                lines.append(f"... and {len(ranked) - args.top} more (see --top or --json)")
+    _emit(args, document, lines)
     return EXIT_OK
+
+
+def _summary(counts: _stats.Counts, selected: Callable[[tuple[str, str, str]], bool]) -> dict[str, Any]:
+    """Hits, misses, hit rate and time saved over the counters ``selected`` picks."""
+    totals = {outcome: 0 for outcome in (_stats.HIT, _stats.REUSED, _stats.COMPILED, _stats.FALLBACK, _stats.COMPILE_NS)}
+    for key, n in counts.items():
+        if key[1] in totals and selected(key):
+            totals[key[1]] += n
+    hits, reused, compiled = totals[_stats.HIT], totals[_stats.REUSED], totals[_stats.COMPILED]
+    lookups = hits + reused + compiled
+    mean_compile_ns = totals[_stats.COMPILE_NS] / compiled if compiled else 0
+    return {
+        "hits": hits,
+        "misses": reused + compiled,
+        "reused": reused,
+        "compiles": compiled,
+        "fallbacks": totals[_stats.FALLBACK],
+        "hit_rate": round(hits / lookups, 4) if lookups else None,
+        "mean_compile_ms": round(mean_compile_ns / 1e6, 3),
+        "saved_seconds": round(hits * mean_compile_ns / 1e9, 3),
+    }
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _records(args: argparse.Namespace, root: str) -> list[_manage.Record]:
+    """The entries the options ``--python``, ``--package`` and a PATTERN select."""
+    return [
+        record
+        for record in _manage.records(root)
+        if _manage.matches(record, getattr(args, "pattern", None), getattr(args, "python", None), getattr(args, "package", None))
+    ]
+
+
+def _when(timestamp: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    root = _existing_root()
+    selected = sorted((r for r in _records(args, root) if r.is_object()), key=lambda r: (r.name, r.meta.get("tag", "")))
+    entries = [
+        {
+            "key": record.key,
+            "module": record.name,
+            "path": record.meta.get("path", ""),
+            "python": record.meta.get("tag", ""),
+            "optimize": int(record.meta.get("optimize") or 0),
+            "size_bytes": record.item.size,
+            "index_links": len(record.item.paths) - 1,
+            "last_use": record.item.mtime,
+        }
+        for record in selected
+    ]
+    rows = [("module", "python", "opt", "size", "last use", "source")] + [
+        (e["module"], e["python"], e["optimize"], _human_size(e["size_bytes"]), _when(e["last_use"]), e["path"]) for e in entries
+    ]
+    lines = _table(rows) if entries else []
+    lines.append(f"{len(entries)} entries, {_human_size(sum(e['size_bytes'] for e in entries))}")
+    _emit(args, {"cache_dir": root, "entries": entries}, lines)
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    try:
+        document = _explain.explain(args.module, _settings())
+    except _explain.NotFound as exc:
+        raise UsageError(str(exc)) from None
+    rows = [("module", args.module), ("source", document["origin"] or "-"), ("cache directory", document["cache_dir"])]
+    rows += [(name.replace("_", " "), document[name]) for name in ("optimize", "stat_key", "content_key") if name in document]
+    rows.append(("verdict", document["verdict"]))
+    lines = _table(rows) + ["", str(document["reason"])] + [f"note: {note}" for note in document["notes"]]  # type: ignore[union-attr]
+    _emit(args, document, lines)
+    return EXIT_OK
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    root = _existing_root()
+    selected = _records(args, root)
+    if args.python is None and args.package is None:
+        selected = [_manage.Record(item, "", {}) for item in _evict.scan(root)]  # unreadable entries too
+    size = _evict.total_size([r.item for r in selected])
+    if selected and not args.yes:
+        _confirm(f"remove {len(selected)} entries ({_human_size(size)}) from {root}?")
+    freed = _evict.remove([r.item for r in selected])
+    _evict.set_estimate(root, _evict.total_size(_evict.scan(root)))
+    _emit(args, {"cache_dir": root, "removed": len(selected), "freed_bytes": freed},
+          [f"removed {len(selected)} entries ({_human_size(freed)}) from {root}"])
+    return EXIT_OK
+
+
+def _confirm(question: str) -> None:
+    """Ask on a terminal; refuse (exit 2) when nobody can answer, as a script must say ``--yes``."""
+    if not sys.stdin.isatty():
+        raise UsageError("refusing to remove entries without --yes when stdin is not a terminal")
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise CommandError("nothing removed")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    settings = _settings()
+    root = _existing_root()
+    store = _store.Store(root, writable=False)
+    entries = _manage.records(root)
+    now = time.time()
+    reasons = _prune_plan(args, int(settings["max_size"]), store, entries, now)
+    victims = [r for r in entries if r.item.ino in reasons]
+    stale = _evict.stale_temporaries(root, now)
+    size = _evict.total_size([r.item for r in victims] + stale)
+    if not args.dry_run:
+        _evict.remove([r.item for r in victims] + stale)
+        _evict.set_estimate(root, _evict.total_size(_evict.scan(root)))
+    document = {
+        "cache_dir": root,
+        "dry_run": args.dry_run,
+        "removed": len(victims),
+        "stale_temporaries": len(stale),
+        "freed_bytes": size,
+        "entries": [{"module": r.name, "path": r.item.paths[0], "size_bytes": r.item.size, "reason": reasons[r.item.ino]} for r in victims],
+    }
+    verb = "would remove" if args.dry_run else "removed"
+    lines = _table([("module", "reason", "size", "last use")] + [
+        (r.name or os.path.basename(r.item.paths[0])[:16], reasons[r.item.ino], _human_size(r.item.size), _when(r.item.mtime)) for r in victims
+    ]) if args.dry_run and victims else []
+    lines.append(f"{verb} {len(victims)} entries and {len(stale)} stale temporaries, {_human_size(size)}")
+    _emit(args, document, lines)
+    return EXIT_OK
+
+
+def _prune_plan(
+    args: argparse.Namespace, max_size: int, store: _store.Store, entries: list[_manage.Record], now: float
+) -> dict[tuple[int, int], str]:
+    """Why each entry to remove goes, by inode.
+
+    With no option, prune does what the size cap does: if the cache is over
+    ``max_size``, least recently used entries go down to the low-water mark.
+    """
+    reasons: dict[tuple[int, int], str] = {}
+    if args.orphans:
+        reasons.update((r.item.ino, "orphaned") for r in _manage.orphans(store, entries))
+    if args.older_than is not None:
+        reasons.update((r.item.ino, "unused") for r in entries if r.item.mtime < now - args.older_than)
+    remaining = [r.item for r in entries if r.item.ino not in reasons]
+    target = args.max_size
+    if target is None and not (args.orphans or args.older_than is not None):
+        over = max_size and _evict.total_size(remaining) > max_size
+        target = int(max_size * _evict.LOW_WATER) if over else None
+    if target is not None:
+        reasons.update((item.ino, "least recently used") for item in _evict.least_recently_used(remaining, target))
+    return reasons
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    root = _existing_root()
+    store = _store.Store(root, writable=False)
+    entries = _manage.records(root)
+    sample = set(range(len(entries))) if args.all else _sample(len(entries), args.sample)
+    progress = _progress("verifying")
+    problems = []
+    for n, record in enumerate(entries):
+        problem = _manage.check(store, record, recompile=n in sample)
+        if problem:
+            problems.append((record, problem))
+        progress and progress(n + 1, len(entries))
+    if args.fix:
+        _evict.remove([record.item for record, _problem in problems])
+    document = {
+        "cache_dir": root,
+        "checked": len(entries),
+        "recompiled": len(sample),
+        "problems": [{"module": r.name, "path": r.item.paths[0], "problem": p} for r, p in problems],
+        "fixed": args.fix,
+    }
+    lines = [f"{'removed' if args.fix else 'bad'}: {r.item.paths[0]}: {p}" for r, p in problems]
+    lines.append(f"checked {len(entries)} entries (recompiled {len(sample)}): {len(problems)} problems")
+    _emit(args, document, lines)
+    return EXIT_PROBLEM if problems else EXIT_OK
+
+
+def _sample(total: int, size: int) -> set[int]:
+    import random
+
+    return set(random.sample(range(total), min(total, size)))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    root = _existing_root()
+    for package in args.packages:
+        if not package.replace(".", "").replace("_", "").isalnum():
+            raise UsageError(f"not a package name: {package}")
+    entries = [r for r in _manage.records(root) if r.is_object()]
+    if args.packages:
+        missing = [p for p in args.packages if not any(_manage.matches(r, package=p) for r in entries)]
+        if missing:
+            raise CommandError(f"no cached entries for {', '.join(missing)} (import it or run autocompile warm first)")
+        entries = [r for r in entries if any(_manage.matches(r, package=p) for p in args.packages)]
+    count = _archive.export(_store.Store(root, writable=False), entries, args.file)
+    _emit(args, {"file": args.file, "entries": count}, [f"exported {count} entries to {args.file}"])
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    if not os.path.isfile(args.file):
+        raise UsageError(f"no such archive: {args.file}")
+    cache = _cache(_settings())
+    try:
+        added, present = _archive.import_(cache.store, args.file)
+    except _archive.ArchiveError as exc:
+        raise CommandError(f"{args.file}: {exc}; nothing imported") from None
+    root = cache.store.root
+    _evict.set_estimate(root, _evict.total_size(_evict.scan(root)))
+    _emit(args, {"file": args.file, "added": added, "already_present": present},
+          [f"imported {added} entries from {args.file} ({present} already present)"])
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = _settings()
+    values = {name: {"value": _jsonable(s.value), "origin": s.origin} for name, s in settings.values.items()}
+    document = {"config_file": settings.config_file, "settings": values, "problems": settings.problems}
+    rows = [("setting", "value", "origin")] + [(name, _show(s.value), s.origin) for name, s in settings.values.items()]
+    lines = _table(rows) + [f"problem: {p}" for p in settings.problems]
+    _emit(args, document, lines)
+    return EXIT_PROBLEM if settings.problems else EXIT_OK
+
+
+def _jsonable(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ", ".join(value) or "-"
+    return str(value)
+
+
+def _existing_root() -> str:
+    """The cache directory, which a command that reads or removes entries needs to exist and be trusted."""
+    root = str(_settings()["cache_dir"] or "")
+    if not os.path.isdir(root):
+        raise CommandError(f"no cache at {root or '(no cache directory)'}")
+    problem = _store.describe_untrusted(root)
+    if problem:
+        raise CommandError(problem)
+    return root
 
 
 def cmd_warm(args: argparse.Namespace) -> int:
@@ -264,13 +528,76 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     command("doctor", cmd_doctor, "check the hook, the start-up files and the cache directory")
-    stats = command("stats", cmd_stats, "show the cache's size and its hit and miss counts")
+    stats = command("stats", cmd_stats, "show the cache's size, hits and misses, by interpreter and by package")
     stats.add_argument("--zero", action="store_true", help="reset the counters (entries are kept)")
+    stats.add_argument("--top", type=_positive, default=10, metavar="N", help="packages shown in the table (default 10)")
+    listing = command("list", cmd_list, "list entries: module, interpreter, optimize level, size, last use, source")
+    listing.add_argument("pattern", nargs="?", metavar="PATTERN", help="module name pattern (json.*) or path pattern (*/site-packages/*)")
+    listing.add_argument("--python", metavar="TAG", help="only entries of this interpreter cache tag (cpython-311)")
+    explain = command("explain", cmd_explain, "say where an import of MODULE would come from and why, without importing it")
+    explain.add_argument("module", metavar="MODULE")
+    clear = command(
+        "clear",
+        cmd_clear,
+        "remove all entries, or those of one interpreter or package; asks first on a terminal. "
+        "Without --yes and without a terminal to ask on, it refuses (exit 2) rather than guess.",
+    )
+    clear.add_argument("--python", metavar="TAG", help="only entries of this interpreter cache tag (cpython-311)")
+    clear.add_argument("--package", metavar="NAME", help="only entries of this package or module")
+    clear.add_argument("--yes", "-y", action="store_true", help="do not ask")
+    prune = command(
+        "prune",
+        cmd_prune,
+        "remove entries: least recently used down to a size, unused for a time, or orphaned; with no option, "
+        "what the size cap does (down to 90%% of max_size if over it). Temporaries older than an hour always go.",
+    )
+    prune.add_argument("--max-size", type=_size, metavar="SIZE", help="least recently used entries go until the cache fits (500M, 2G, 1.5GiB)")
+    prune.add_argument("--older-than", type=_age, metavar="AGE", help="entries unused for AGE go (30d, 12h, 90m, 45s)")
+    prune.add_argument("--orphans", action="store_true", help="index entries without object, objects whose source is gone")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
+    verify = command("verify", cmd_verify, "check every entry's header and checksum, and recompile a sample to compare")
+    verify.add_argument("--fix", action="store_true", help="remove corrupt or mismatched entries")
+    verify.add_argument("--all", action="store_true", help="recompile every entry whose source is unchanged, not a sample")
+    verify.add_argument("--sample", type=_positive, default=20, metavar="N", help="entries recompiled without --all (default 20)")
     warm = command("warm", cmd_warm, "compile ahead of time into the cache")
     warm.add_argument("targets", nargs="*", metavar="PATH|PACKAGE")
     warm.add_argument("--site-packages", action="store_true", help="everything in this interpreter's site-packages")
     warm.add_argument("--jobs", type=int, metavar="N", help="parallel workers (default: all cores)")
+    export = command("export", cmd_export, "write the entries of PACKAGEs (default: all) to a portable archive")
+    export.add_argument("file", metavar="FILE")
+    export.add_argument("packages", nargs="*", metavar="PACKAGE")
+    importing = command("import", cmd_import, "add the entries of an archive, after checking every one of them")
+    importing.add_argument("file", metavar="FILE")
+    command("config", cmd_config, "show the effective settings and where each comes from")
     return parser
+
+
+def _size(text: str) -> int:
+    try:
+        return _config.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _age(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` -> seconds."""
+    cleaned = text.strip().lower()
+    try:
+        value = float(cleaned[:-1]) if cleaned[-1:] in _AGE_UNITS else None
+    except ValueError:
+        value = None
+    if value is None or value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"not an age: {text!r} (examples: 30d, 12h, 90m)")
+    return value * _AGE_UNITS[cleaned[-1]]
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
 
 
 def _version() -> str:

@@ -1,0 +1,228 @@
+"""The size cap: scanning the store and evicting least-recently-used entries.
+
+The loader calls :func:`after_write` after each object it publishes. That costs
+an addition: bytes written are only *accounted* (added to a small estimate
+file under an advisory lock) once per :data:`CHECK_BYTES` written and at
+process exit, and the store is only *scanned* when the estimate says the cap
+is exceeded. Eviction then runs in one process at a time (a non-blocking
+``filelock``: whoever finds it held skips, the holder is already evicting) and
+brings the cache down to :data:`LOW_WATER` of the cap, so the next scan is
+far off.
+
+Last use is an inode's modification time, which ``Store.read`` refreshes at
+most once a day on a hit. Unlinking an entry never breaks a reader that has
+it open, and temporaries (another writer's file in flight) are never evicted;
+only :func:`stale_temporaries` older than an hour are removed, by ``prune``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _store
+
+#: Bytes a process writes between two looks at the size estimate.
+CHECK_BYTES = 4 * 1024 * 1024
+#: Eviction brings the cache down to this fraction of the cap.
+LOW_WATER = 0.9
+#: A temporary older than this belongs to a writer that died.
+STALE_TEMPORARY_SECONDS = 3600
+ESTIMATE_FILE = "size"
+LOCK_FILE = "evict.lock"
+_BLOCK = 4096
+_AREAS = ("objects", "index")
+
+_pending = 0  # bytes written by this process and not yet accounted
+_max_size = 0
+_store_root = ""
+_exit_hook = False
+
+
+class Item:
+    """One inode in the store: an object and its index links, or an index entry on its own."""
+
+    __slots__ = ("paths", "size", "mtime", "ino")
+
+    def __init__(self, path: str, st: os.stat_result) -> None:
+        self.paths = [path]
+        self.size = disk_size(st)
+        self.mtime = st.st_mtime
+        self.ino = (st.st_dev, st.st_ino)
+
+
+def disk_size(st: os.stat_result) -> int:
+    """What a file costs on disk (its allocated blocks where the platform says)."""
+    blocks = getattr(st, "st_blocks", None)
+    return blocks * 512 if blocks is not None else st.st_size
+
+
+def _walk(root: str):  # type: ignore[no-untyped-def]
+    """``(path, name, stat)`` of every file under ``objects/`` and ``index/``, temporaries included."""
+    for area in _AREAS:
+        try:
+            shards = list(os.scandir(os.path.join(root, area)))
+        except OSError:
+            continue
+        for shard in shards:
+            if not shard.is_dir(follow_symlinks=False):
+                continue
+            try:
+                files = list(os.scandir(shard.path))
+            except OSError:
+                continue
+            for item in files:
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:  # removed meanwhile
+                    continue
+                yield item.path, item.name, st
+
+
+def scan(root: str) -> list[Item]:
+    """Every entry in the store, one :class:`Item` per inode (temporaries excluded)."""
+    items: dict[tuple[int, int], Item] = {}
+    for path, name, st in _walk(root):
+        if _store.is_temporary(name):
+            continue
+        item = items.get((st.st_dev, st.st_ino))
+        if item is None:
+            items[(st.st_dev, st.st_ino)] = Item(path, st)
+        else:
+            item.paths.append(path)
+    return list(items.values())
+
+
+def stale_temporaries(root: str, now: float) -> list[Item]:
+    """Temporaries left behind by writers that died: older than an hour."""
+    return [
+        Item(path, st)
+        for path, name, st in _walk(root)
+        if _store.is_temporary(name) and st.st_mtime < now - STALE_TEMPORARY_SECONDS
+    ]
+
+
+def total_size(items: list[Item]) -> int:
+    return sum(item.size for item in items)
+
+
+def least_recently_used(items: list[Item], target: int) -> list[Item]:
+    """The oldest items whose removal brings ``items`` down to at most ``target`` bytes."""
+    excess = total_size(items) - target
+    chosen = []
+    for item in sorted(items, key=lambda item: item.mtime):
+        if excess <= 0:
+            break
+        chosen.append(item)
+        excess -= item.size
+    return chosen
+
+
+def remove(items: list[Item]) -> int:
+    """Unlink every name of ``items``; return the bytes freed. Open readers keep their data."""
+    freed = 0
+    for item in items:
+        for path in item.paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        freed += item.size
+    return freed
+
+
+def set_estimate(root: str, size: int) -> None:
+    """Record the cache's real size after a scan or a change made by the command line."""
+    _update_estimate(root, lambda _old: size)
+
+
+def _update_estimate(root: str, change) -> int | None:  # type: ignore[no-untyped-def]
+    """Apply ``change(old)`` to the size estimate under an advisory lock; return the new value.
+
+    ``old`` is ``None`` when there is no estimate yet (a cache from before the cap).
+    """
+    import fcntl
+
+    fd = os.open(os.path.join(root, ESTIMATE_FILE), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        text = os.read(fd, 64).strip()
+        new = change(int(text) if text.isdigit() else None)
+        if new is not None:
+            data = str(new).encode()
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, data)
+            os.ftruncate(fd, len(data))
+        return new
+    finally:
+        os.close(fd)
+
+
+def evict(root: str, max_size: int, timeout: float = 0) -> tuple[int, int] | None:
+    """Bring the cache under the low-water mark if it is over ``max_size``.
+
+    Returns ``(entries removed, bytes freed)``, or ``None`` when another process
+    holds the eviction lock (it is doing this very work).
+    """
+    import filelock
+
+    try:
+        with filelock.FileLock(os.path.join(root, LOCK_FILE), timeout=timeout):
+            items = scan(root)
+            size = total_size(items)
+            victims = least_recently_used(items, int(max_size * LOW_WATER)) if size > max_size else []
+            freed = remove(victims)
+            set_estimate(root, size - freed)
+            return len(victims), freed
+    except filelock.Timeout:
+        return None
+
+
+def account(root: str, nbytes: int, max_size: int) -> None:
+    """Add ``nbytes`` to the size estimate and evict if it says the cap is exceeded."""
+    # Small files take a whole block: round up so the estimate errs on the high side.
+    rounded = -(-nbytes // _BLOCK) * _BLOCK
+    estimate = _update_estimate(root, lambda old: None if old is None else old + rounded)
+    if estimate is None or estimate > max_size:
+        evict(root, max_size)
+
+
+def after_write(store: _store.Store, nbytes: int, max_size: int) -> None:
+    """Note ``nbytes`` just written to ``store``; keep the cache under ``max_size`` (0: no cap).
+
+    Called by the loader after each successful write. Costs an addition on most
+    calls; never raises.
+    """
+    global _pending, _max_size, _store_root, _exit_hook
+    if max_size <= 0:
+        return
+    try:
+        _pending += nbytes
+        _max_size, _store_root = max_size, store.root
+        if not _exit_hook:
+            _exit_hook = True
+            import atexit
+
+            atexit.register(flush)
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_forget)
+        if _pending >= min(CHECK_BYTES, max_size // 8):
+            flush()
+    except Exception:  # a full or read-only disk, no fcntl: the cap is best effort
+        pass
+
+
+def flush() -> None:
+    """Account what this process wrote (at exit, or once enough was written). Never raises."""
+    global _pending
+    pending, _pending = _pending, 0
+    if pending and _store_root:
+        try:
+            account(_store_root, pending, _max_size)
+        except Exception:
+            pass
+
+
+def _forget() -> None:
+    """A forked child must not account its parent's writes."""
+    global _pending
+    _pending = 0

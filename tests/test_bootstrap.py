@@ -1,0 +1,53 @@
+"""Start-up: install, uninstall, and the ways to stay stock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_python
+
+
+def test_install_is_idempotent_and_uninstall_restores_pathfinder(cache_dir: Path) -> None:
+    result = run_python(
+        """
+        import sys, autocompile
+        from importlib.machinery import PathFinder
+        before = list(sys.meta_path)
+        print(autocompile.install(), autocompile.install())
+        print(sum(type(f).__name__ == "AutocompileFinder" for f in sys.meta_path))
+        print(autocompile.uninstall(), autocompile.uninstall())
+        print(any(f is PathFinder for f in sys.meta_path), len(sys.meta_path) == len(before))
+        """,
+        cache_dir,
+    )
+    assert result.stdout.split() == ["True", "True", "1", "True", "False", "True", "True"]
+
+
+def test_disable_variable_leaves_python_stock(cache_dir: Path) -> None:
+    result = run_python(
+        "import sys; print([type(f).__name__ for f in sys.meta_path if 'Autocompile' in type(f).__name__])",
+        cache_dir,
+        hook=False,
+    )
+    assert result.stdout.strip() == "[]"
+    assert not cache_dir.exists()
+
+
+def test_boot_swallows_every_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_python(
+        "from autocompile._bootstrap import boot; import autocompile; autocompile.uninstall(); boot(); print('alive')",
+        blocker / "cache",
+        AUTOCOMPILE_LOG="debug",
+    )
+    assert result.stdout.strip() == "alive"
+    assert "cannot create" in result.stderr
+
+
+def test_stats_are_counted_without_a_write_per_import(tmp_path: Path, cache_dir: Path) -> None:
+    (tmp_path / "counted.py").write_text("")
+    run_python("import counted", cache_dir, cwd=tmp_path)
+    stats = list((cache_dir / "stats").iterdir())
+    assert len(stats) == 1
+    assert "compiled\tcounted\t1" in stats[0].read_text()

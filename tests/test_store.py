@@ -1,0 +1,177 @@
+"""The store: self-checking objects, atomic writes, and refusing what it cannot trust."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autocompile import _store
+from conftest import run_python, settle, write_tree
+
+KEY = "ab" * 32
+
+
+def entry_bytes(payload: bytes = b"payload" * 10) -> bytes:
+    return _store.pack(_store.KIND_CODE, KEY, payload, {"name": "mod", "path": "/x/mod.py"})
+
+
+def test_pack_unpack_round_trip() -> None:
+    entry = _store.unpack(entry_bytes(), KEY)
+    assert (entry.kind, entry.key, entry.payload) == (_store.KIND_CODE, KEY, b"payload" * 10)
+    assert entry.meta == {"name": "mod", "path": "/x/mod.py"}
+
+
+def test_meta_keeps_non_utf8_paths() -> None:
+    path = os.fsdecode(b"/tmp/caf\xe9/mod.py")
+    data = _store.pack(_store.KIND_CODE, KEY, b"", {"path": path})
+    assert _store.unpack(data).meta["path"] == path
+
+
+def test_wrong_key_is_refused() -> None:
+    with pytest.raises(_store.CorruptEntry):
+        _store.unpack(entry_bytes(), "cd" * 32)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.data())
+def test_any_mutation_is_detected(data: st.DataObject) -> None:
+    """Truncation, extension, bit flips and overwrites: the entry is rejected or unchanged."""
+    original = entry_bytes(data.draw(st.binary(max_size=200)))
+    mutated = bytearray(original)
+    kind = data.draw(st.sampled_from(["truncate", "extend", "flip", "overwrite"]))
+    if kind == "truncate":
+        del mutated[data.draw(st.integers(0, len(mutated) - 1)) :]
+    elif kind == "extend":
+        mutated += data.draw(st.binary(min_size=1, max_size=20))
+    elif kind == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            position = data.draw(st.integers(0, len(mutated) - 1))
+            mutated[position] ^= 1 << data.draw(st.integers(0, 7))
+    else:
+        start = data.draw(st.integers(0, len(mutated) - 1))
+        garbage = data.draw(st.binary(min_size=1, max_size=16))
+        mutated[start : start + len(garbage)] = garbage
+    try:
+        entry = _store.unpack(bytes(mutated), KEY)
+    except _store.CorruptEntry:
+        return
+    assert bytes(mutated) == original, "a changed entry was accepted"
+    assert entry.payload == _store.unpack(original, KEY).payload
+
+
+def test_write_atomic_creates_directories_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    target = tmp_path / "objects" / "ab" / KEY
+    _store.write_atomic(str(target), b"data")
+    assert target.read_bytes() == b"data"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o600)
+    assert os.listdir(target.parent) == [KEY]
+
+
+def test_write_atomic_failure_leaves_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "entry"
+    with pytest.raises(TypeError):
+        _store.write_atomic(str(target), object())  # type: ignore[arg-type]  # fails mid-write
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_directory_in_an_entrys_place_is_replaced(tmp_path: Path) -> None:
+    target = tmp_path / "entry"
+    (target / "inner").mkdir(parents=True)
+    _store.write_atomic(str(target), b"data")
+    assert target.read_bytes() == b"data"
+
+
+def test_read_does_not_follow_symlinks(tmp_path: Path) -> None:
+    store = _store.Store(str(tmp_path))
+    real = tmp_path / "real"
+    real.write_bytes(entry_bytes())
+    (tmp_path / "link").symlink_to(real)
+    assert store.read(str(real)) is not None
+    assert store.read(str(tmp_path / "link")) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_entries_owned_by_someone_else_are_not_read(tmp_path: Path) -> None:
+    store = _store.Store(str(tmp_path))
+    planted = tmp_path / "planted"
+    planted.write_bytes(entry_bytes())
+    os.chown(planted, 65534, 65534)
+    assert store.read(str(planted)) is None
+
+
+def test_trusted_directory(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    assert _store.open_root(str(root)) is None
+    assert oct(root.stat().st_mode & 0o777) == oct(0o700)
+    assert (root / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+
+
+def test_group_or_world_writable_directory_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir()
+    os.chmod(root, 0o777)
+    assert "writable by group or others" in str(_store.describe_untrusted(str(root)))
+
+
+def test_parent_writable_by_others_without_sticky_bit_is_refused(tmp_path: Path) -> None:
+    parent = tmp_path / "shared"
+    (parent / "cache").mkdir(parents=True, mode=0o700)
+    os.chmod(parent, 0o777)
+    assert "without the sticky bit" in str(_store.describe_untrusted(str(parent / "cache")))
+    os.chmod(parent, 0o1777)
+    assert _store.describe_untrusted(str(parent / "cache")) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_directory_owned_by_another_user_is_refused_and_imports_stay_stock(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    os.chown(root, 65534, 65534)
+    assert "owned by uid 65534" in str(_store.describe_untrusted(str(root)))
+    write_tree(tmp_path, {"victim.py": "VALUE = 5\n"})
+    result = run_python("import victim, sys; print(victim.VALUE, type(victim.__loader__).__name__)", root, cwd=tmp_path)
+    assert result.stdout.split() == ["5", "SourceFileLoader"]
+    assert result.stderr.count("autocompile:") == 1 and "owned by uid 65534" in result.stderr
+    assert os.listdir(root) == []
+
+
+CORRUPTIONS = ["truncate", "zero", "flip", "garbage", "directory", "symlink", "other_interpreter_magic"]
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_corrupt_entries_are_misses_and_get_replaced(tmp_path: Path, cache_dir: Path, corruption: str) -> None:
+    write_tree(tmp_path, {"victim.py": "VALUE = 'right'\n"})
+    settle()
+    code = "import victim; print(victim.VALUE)"
+    run_python(code, cache_dir, cwd=tmp_path)
+    entries = [p for p in cache_dir.glob("*/*/*") if p.parent.parent.name in ("index", "objects")]
+    assert len(entries) == 2  # the object and its index link
+    for path in entries:
+        data = path.read_bytes()
+        path.unlink()
+        if corruption == "truncate":
+            path.write_bytes(data[: len(data) // 2])
+        elif corruption == "zero":
+            path.write_bytes(b"")
+        elif corruption == "flip":
+            path.write_bytes(data[:-5] + bytes([data[-5] ^ 0x40]) + data[-4:])
+        elif corruption == "garbage":
+            path.write_bytes(os.urandom(len(data)))
+        elif corruption == "directory":
+            (path / "inside").mkdir(parents=True)
+        elif corruption == "symlink":
+            (tmp_path / "elsewhere").write_bytes(data)
+            path.symlink_to(tmp_path / "elsewhere")
+        else:
+            path.write_bytes(data[:4] + (int.from_bytes(data[4:6], "little") + 1).to_bytes(2, "little") + data[6:])
+    result = run_python(code, cache_dir, cwd=tmp_path)
+    assert result.stdout.strip() == "right" and result.stderr == ""
+    for path in entries:
+        assert path.is_file() and not path.is_symlink()
+        _store.unpack(path.read_bytes())
+    log = run_python(code, cache_dir, cwd=tmp_path, AUTOCOMPILE_LOG="debug")
+    assert "victim: hit" in log.stderr
