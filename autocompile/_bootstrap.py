@@ -49,7 +49,10 @@ def install(settings: _config.Settings | None = None) -> bool:
     root = str(settings["cache_dir"] or "")
     problem = _store.open_root(root) if root else "no cache directory"
     if problem is not None:
-        _log.warn_once("cache_dir", f"{problem}; using the standard import")
+        if os.path.isdir(root):  # it exists but is not safe: say so, once
+            _log.warn_once("cache_dir", f"{problem}; using the standard import")
+        else:  # no home, read-only file system: an ordinary environment, stay quiet
+            _log.debug(f"{problem}; using the standard import")
         return False
     writable = not (settings["honour_dont_write_bytecode"] and sys.dont_write_bytecode)
     cache = _loader.CodeCache(_store.Store(root, writable), sys.flags.optimize)

@@ -5,7 +5,7 @@ an addition: bytes written are only *accounted* (added to a small estimate
 file under an advisory lock) once per :data:`CHECK_BYTES` written and at
 process exit, and the store is only *scanned* when the estimate says the cap
 is exceeded. Eviction then runs in one process at a time (a non-blocking
-``filelock``: whoever finds it held skips, the holder is already evicting) and
+lock: whoever finds it held skips, the holder is already evicting) and
 brings the cache down to :data:`LOW_WATER` of the cap, so the next scan is
 far off.
 
@@ -23,6 +23,10 @@ from . import _store
 
 #: Bytes a process writes between two looks at the size estimate.
 CHECK_BYTES = 4 * 1024 * 1024
+#: Eviction starts when the estimate passes this fraction of the cap: the estimate may
+#: lag the truth a little (an object unlinked by eviction may live on as an index link
+#: made a moment before), so the trigger keeps that margin below the cap itself.
+HIGH_WATER = 0.95
 #: Eviction brings the cache down to this fraction of the cap.
 LOW_WATER = 0.9
 #: A temporary older than this belongs to a writer that died.
@@ -157,24 +161,52 @@ def _update_estimate(root: str, change) -> int | None:  # type: ignore[no-untype
         os.close(fd)
 
 
-def evict(root: str, max_size: int, timeout: float = 0) -> tuple[int, int] | None:
-    """Bring the cache under the low-water mark if it is over ``max_size``.
+def _try_lock(root: str) -> int | None:
+    """The eviction lock's descriptor, held; ``None`` if another process holds it.
+
+    ``fcntl.flock`` is what ``filelock`` uses on POSIX, without its import:
+    ``filelock`` 4 loads about 150 modules (``inspect``, ``secrets``...) in
+    ~40 ms, which an interpreter about to exit would also write to the cache
+    it is trimming. The kernel drops the lock if the holder dies.
+    """
+    import fcntl
+
+    fd = os.open(os.path.join(root, LOCK_FILE), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def evict(root: str, max_size: int) -> tuple[int, int] | None:
+    """Bring the cache down to the low-water mark if it is near or over ``max_size``.
 
     Returns ``(entries removed, bytes freed)``, or ``None`` when another process
-    holds the eviction lock (it is doing this very work).
+    holds the eviction lock: it is doing this very work, and it checks again
+    before letting go, so bytes others account meanwhile are not forgotten.
     """
-    import filelock
-
+    lock = _try_lock(root)
+    if lock is None:
+        return None
+    removed = freed = 0
     try:
-        with filelock.FileLock(os.path.join(root, LOCK_FILE), timeout=timeout):
+        for _attempt in range(3):
+            before = _update_estimate(root, lambda old: old) or 0
             items = scan(root)
             size = total_size(items)
-            victims = least_recently_used(items, int(max_size * LOW_WATER)) if size > max_size else []
-            freed = remove(victims)
-            set_estimate(root, size - freed)
-            return len(victims), freed
-    except filelock.Timeout:
-        return None
+            victims = least_recently_used(items, int(max_size * LOW_WATER)) if size > max_size * HIGH_WATER else []
+            freed_now = remove(victims)
+            removed, freed = removed + len(victims), freed + freed_now
+            # Keep what others accounted during the scan; replace the rest by the truth.
+            correction = size - freed_now - before
+            estimate = _update_estimate(root, lambda old: (old or 0) + correction)
+            if estimate is None or estimate <= max_size * HIGH_WATER:
+                break
+    finally:
+        os.close(lock)
+    return removed, freed
 
 
 def account(root: str, nbytes: int, max_size: int) -> None:
@@ -182,7 +214,7 @@ def account(root: str, nbytes: int, max_size: int) -> None:
     # Small files take a whole block: round up so the estimate errs on the high side.
     rounded = -(-nbytes // _BLOCK) * _BLOCK
     estimate = _update_estimate(root, lambda old: None if old is None else old + rounded)
-    if estimate is None or estimate > max_size:
+    if estimate is None or estimate > max_size * HIGH_WATER:
         evict(root, max_size)
 
 
@@ -205,7 +237,7 @@ def after_write(store: _store.Store, nbytes: int, max_size: int) -> None:
             atexit.register(flush)
             if hasattr(os, "register_at_fork"):
                 os.register_at_fork(after_in_child=_forget)
-        if _pending >= min(CHECK_BYTES, max_size // 8):
+        if _pending >= min(CHECK_BYTES, max_size // 16):
             flush()
     except Exception:  # a full or read-only disk, no fcntl: the cap is best effort
         pass

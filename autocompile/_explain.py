@@ -18,7 +18,8 @@ from time import time_ns
 
 from . import _config, _finder, _loader, _manage, _stats, _store
 
-HIT, REUSED, COMPILE, CHANGED, OTHER_BUILD = "hit", "reused", "compile", "source changed", "other interpreter"
+HIT, STOCK_PYC, REUSED, COMPILE = "hit", "stock pyc", "reused", "compile"
+CHANGED, OTHER_BUILD = "source changed", "other interpreter"
 EXCLUDED, DISABLED, UNTRUSTED, NOT_SOURCE = "excluded", "disabled", "untrusted", "not source"
 
 
@@ -54,7 +55,7 @@ def _loaded_spec(name: str) -> importlib.machinery.ModuleSpec | None:
 def _kind(spec: importlib.machinery.ModuleSpec) -> str | None:
     """Why the hook leaves this module to the standard import, or ``None`` for a plain source file."""
     loader = spec.loader
-    if isinstance(loader, (importlib.machinery.SourceFileLoader, _loader.AutocompileLoader)) and spec.has_location:
+    if isinstance(loader, importlib.machinery.SourceFileLoader) and spec.has_location:
         return None
     if spec.origin in (None, "namespace"):
         return "a namespace package, with no code of its own"
@@ -81,11 +82,13 @@ def explain(fullname: str, settings: _config.Settings) -> dict[str, object]:
     untrusted = _store.describe_untrusted(root) if os.path.isdir(root) else None
     if untrusted:
         return _verdict(document, UNTRUSTED, f"cache untrusted, the standard import is used: {untrusted}")
-    return _lookup(document, fullname, origin, root, settings)
+    return _lookup(document, spec.loader, origin, root, settings)  # type: ignore[arg-type]
 
 
-def _lookup(document: dict[str, object], fullname: str, origin: str, root: str, settings: _config.Settings) -> dict[str, object]:
-    """The loader's own decision: index by ``stat``, then object by content, else compile."""
+def _lookup(
+    document: dict[str, object], loader: importlib.machinery.SourceFileLoader, origin: str, root: str, settings: _config.Settings
+) -> dict[str, object]:
+    """The loader's own decision: index by ``stat``, a stock pyc, the object by content, else compile."""
     notes: list[str] = document["notes"]  # type: ignore[assignment]
     cache = _loader.CodeCache(_store.Store(root, writable=False), sys.flags.optimize)
     st = os.stat(origin)
@@ -99,6 +102,8 @@ def _lookup(document: dict[str, object], fullname: str, origin: str, root: str, 
         notes.append("the source changed in the last seconds: it is indexed only once it has settled")
     if cache.load_indexed(stat_key) is not None:
         return _verdict(document, HIT, f"hit: index entry {cache.store.index_path(stat_key)}")
+    if cache.stock_code(loader, origin, st) is not None:
+        return _verdict(document, STOCK_PYC, "served from its valid __pycache__ file, as stock Python would (not copied into the cache)")
     if cache.load_object(content_key) is not None:
         return _verdict(document, REUSED, "miss: no index entry for the file as it is now, but the same content is "
                         f"cached ({cache.store.object_path(content_key)}): reused without compiling, then indexed")

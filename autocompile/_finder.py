@@ -12,29 +12,41 @@ from __future__ import annotations
 
 from _frozen_importlib_external import PathFinder, SourceFileLoader
 
-from ._loader import AutocompileLoader, CodeCache
+from ._loader import CodeCache, serve_from_cache
 
 
 class AutocompileFinder:
-    """Delegates discovery to ``PathFinder``; takes over specs of plain source files only."""
+    """Delegates discovery to ``PathFinder``; serves code for specs of plain source files only.
+
+    The spec, and its loader object, are the ones ``PathFinder`` made: only the
+    loader's ``get_code`` is replaced, on that instance.
+    """
 
     def __init__(self, path_finder: type[PathFinder], cache: CodeCache, excluded: tuple[str, ...] = ()) -> None:
         self.path_finder = path_finder
         self.cache = cache
         self.excluded = excluded
+        if excluded:  # imported now: importing it while finding a module would recurse
+            from fnmatch import fnmatchcase
+
+            self._fnmatchcase = fnmatchcase
 
     def find_spec(self, fullname: str, path=None, target=None):  # type: ignore[no-untyped-def]
         spec = self.path_finder.find_spec(fullname, path, target)
         if spec is not None and type(spec.loader) is SourceFileLoader and spec.has_location:
-            if not (self.excluded and self._is_excluded(fullname, spec.origin)):
-                spec.loader = AutocompileLoader(fullname, spec.origin, self.cache)
+            try:
+                if not (self.excluded and self._is_excluded(fullname, spec.origin)):
+                    serve_from_cache(spec.loader, self.cache)
+            except Exception:  # fail open: the stock spec is still a good answer
+                pass
         return spec
 
     def _is_excluded(self, fullname: str, origin: str) -> bool:
         """``exclude`` patterns match a module name (``pkg.*``) or a source path (``*/pkg/*``)."""
-        from fnmatch import fnmatchcase
-
-        return any(fnmatchcase(origin if "/" in pattern or "\\" in pattern else fullname, pattern) for pattern in self.excluded)
+        return any(
+            self._fnmatchcase(origin if "/" in pattern or "\\" in pattern else fullname, pattern)
+            for pattern in self.excluded
+        )
 
     def invalidate_caches(self) -> None:
         self.path_finder.invalidate_caches()

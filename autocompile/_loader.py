@@ -1,8 +1,8 @@
-"""The loader: stock ``SourceFileLoader`` in every respect but where code objects come from.
+"""The loader's ``get_code``: stock ``SourceFileLoader`` in every respect but where code comes from.
 
-``get_code`` looks up the stat index (one ``stat``, one read), then the object
-store by content (the source is read and hashed), then a valid stock ``.pyc``,
-and only then compiles. Anything going wrong inside the cache is a miss or a
+``get_code`` looks up the stat index (one ``stat``, one read), then a valid
+stock ``.pyc`` (which stock would use), then the object store by content (the
+source is read and hashed), and only then compiles. Anything going wrong inside the cache is a miss or a
 fallback to the stock ``get_code``; errors in the user's source surface exactly
 as stock, because the compile call and its traceback are stock.
 """
@@ -56,13 +56,14 @@ class CodeCache:
             return None
         return None if entry is None else _unmarshal(entry.payload)
 
-    def stock_code(self, path: str, st: os.stat_result, source: bytes) -> CodeType | None:
-        """Code from a stock ``__pycache__`` file that certainly matches ``source``.
+    def stock_code(self, loader: SourceFileLoader, path: str, st: os.stat_result) -> CodeType | None:
+        """Code from a stock ``__pycache__`` file that stock would use, or ``None``.
 
-        A timestamp pyc counts only if it was written after the source last
-        changed (its mtime is later than the source's ctime): ``touch -r`` after
-        an edit would otherwise make a stale pyc look valid, and the stale code
-        would be stored under the new source's content key.
+        Served as stock would serve it, but never copied into the shared store: a
+        pyc is not derived from its source by anything autocompile can check
+        without compiling. A timestamp pyc must also have been written no earlier
+        than the source last changed (its mtime against the source's ctime), so
+        that ``touch -r`` after an edit does not make a stale pyc look valid.
         """
         if self.profile:
             return None
@@ -80,10 +81,12 @@ class CodeCache:
             valid = (
                 int.from_bytes(data[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
                 and int.from_bytes(data[12:16], "little") == st.st_size & 0xFFFFFFFF
-                and pyc_mtime_ns > st.st_ctime_ns
+                and pyc_mtime_ns >= st.st_ctime_ns
             )
         elif flags in (1, 3):
-            valid = data[8:16] == _keys.source_hash(source)
+            check = _imp.check_hash_based_pycs
+            must_check = check != "never" and (flags == 3 or check == "always")
+            valid = not must_check or data[8:16] == _keys.source_hash(loader.get_data(path))
         else:
             valid = False
         return _unmarshal(data[16:]) if valid else None
@@ -132,46 +135,57 @@ def _importlib_frame(function):  # type: ignore[no-untyped-def]
     return function
 
 
-class AutocompileLoader(SourceFileLoader):
-    """A ``SourceFileLoader`` whose code objects come from the shared cache."""
+class CachedGetCode:
+    """``get_code`` for one stock ``SourceFileLoader``, set on the instance by the finder.
 
-    def __init__(self, fullname: str, path: str, cache: CodeCache) -> None:
-        super().__init__(fullname, path)
+    The loader stays a plain ``SourceFileLoader`` (not a subclass): code that looks
+    loaders up by exact type, such as distlib's resource finders inside pip, keeps
+    working, and every other method is stock because it is stock.
+    """
+
+    __slots__ = ("loader", "cache")
+
+    def __init__(self, loader: SourceFileLoader, cache: CodeCache) -> None:
+        self.loader = loader
         self.cache = cache
 
+    def __eq__(self, other: object) -> bool:
+        return type(other) is CachedGetCode and other.cache is self.cache  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return id(self.cache)
+
     @_importlib_frame
-    def get_code(self, fullname: str) -> CodeType | None:
-        path = self.get_filename(fullname)
-        cache = self.cache
+    def __call__(self, fullname: str) -> CodeType | None:
+        loader, cache = self.loader, self.cache
+        path = loader.get_filename(fullname)
         try:
             st = os.stat(path)
             stat_key = cache.stat_key(path, st)
             code = cache.load_indexed(stat_key)
+            if code is not None:
+                outcome = _stats.HIT
+            else:
+                code = cache.stock_code(loader, path, st)
+                outcome = _stats.STOCK_PYC
         except Exception as exc:
             return self._stock_code(fullname, exc)
         if code is not None:
             _imp._fix_co_filename(code, path)
-            _stats.count(_stats.HIT, fullname)
-            _log.debugging() and _log.debug(f"{fullname}: hit ({path})")
+            _stats.count(outcome, fullname)
+            _log.debugging() and _log.debug(f"{fullname}: {outcome} ({path})")
             return code
-        source = self.get_data(path)
+        source = loader.get_data(path)
         try:
             key = cache.content_key(source)
             code = cache.load_object(key)
-            outcome = "reused"
-            if code is None:
-                code = cache.stock_code(path, st, source)
-                outcome = "reused stock pyc"
-                if code is not None and cache.store.writable:
-                    cache.store_code(key, code, cache.meta(fullname, path, source, 0))
         except Exception as exc:
             return self._stock_code(fullname, exc)
         compile_ns = 0
         if code is None:
             started = perf_counter_ns()
-            code = self.source_to_code(source, path)
+            code = loader.source_to_code(source, path)
             compile_ns = perf_counter_ns() - started
-            outcome = "compiled"
         try:
             if compile_ns and cache.store.writable:
                 cache.store_code(key, code, cache.meta(fullname, path, source, compile_ns))
@@ -180,11 +194,10 @@ class AutocompileLoader(SourceFileLoader):
             _note_failure(fullname, exc)
             return code
         _imp._fix_co_filename(code, path)
+        outcome = _stats.COMPILED if compile_ns else _stats.REUSED
+        _stats.count(outcome, fullname)
         if compile_ns:
-            _stats.count(_stats.COMPILED, fullname)
             _stats.count(_stats.COMPILE_NS, fullname, compile_ns)
-        else:
-            _stats.count(_stats.REUSED, fullname)
         if _log.debugging():
             _log.debug(f"{fullname}: {outcome} ({path}){'' if indexed else '; not indexed yet: changed recently'}")
         return code
@@ -192,7 +205,17 @@ class AutocompileLoader(SourceFileLoader):
     @_importlib_frame
     def _stock_code(self, fullname: str, exc: Exception) -> CodeType | None:
         _note_failure(fullname, exc)
-        return super().get_code(fullname)
+        return SourceFileLoader.get_code(self.loader, fullname)
+
+
+def serve_from_cache(loader: SourceFileLoader, cache: CodeCache) -> None:
+    """Make ``loader`` take its code objects from ``cache``."""
+    loader.get_code = CachedGetCode(loader, cache)  # type: ignore[method-assign]
+
+
+def is_served(loader: object) -> bool:
+    """Whether ``loader`` gets its code from the cache (for tools and tests)."""
+    return type(getattr(loader, "__dict__", {}).get("get_code")) is CachedGetCode
 
 
 def _note_failure(fullname: str, exc: Exception) -> None:

@@ -14,6 +14,8 @@ import sys
 BUCKETS = 8
 #: Outcomes of one import decision, as shown by ``stats`` and ``AUTOCOMPILE_LOG=debug``.
 HIT, REUSED, COMPILED, FALLBACK = "hit", "reused", "compiled", "fallback"
+#: Served from a valid stock ``__pycache__`` file, as stock would.
+STOCK_PYC = "stock pyc"
 COMPILE_NS = "compile_ns"
 
 Counts = dict[tuple[str, str, str], int]  # (cache tag, outcome, top-level package) -> count

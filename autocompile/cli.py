@@ -135,7 +135,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     active = _bootstrap.active_finder() is not None
     if not active and settings["enabled"] and "autocompile.pth" in startup_files and not trust_problem:
         problems.append("the hook is not active in this interpreter (started with -S, or start-up failed: try AUTOCOMPILE_LOG=debug)")
+    storage, warnings = _storage(root, int(settings["max_size"]))
     document = {
+        **storage,
+        "warnings": warnings,
         "active": active,
         "enabled": settings["enabled"],
         "python": sys.executable,
@@ -154,10 +157,57 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         ("config file", settings.config_file or "none"),
         (".pth file", startup_files.get("autocompile.pth", "missing")),
         (".start file", startup_files.get("autocompile.start", "missing")),
+        ("file system", storage["file_system"] or "unknown"),
+        ("free space", _human_size(storage["free_bytes"]) if storage["free_bytes"] is not None else "unknown"),
+        ("size", f"{_human_size(storage['size_bytes'])} of {_human_size(settings['max_size']) if settings['max_size'] else 'no'} cap"),
     ]
-    lines = _table(rows) + ([""] + [f"problem: {p}" for p in problems] if problems else ["", "no problems found"])
+    lines = _table(rows) + [""] + [f"warning: {w}" for w in warnings]
+    lines += [f"problem: {p}" for p in problems] if problems else ["no problems found"]
     _emit(args, document, lines)
     return EXIT_PROBLEM if problems else EXIT_OK
+
+
+#: File systems where locks, hard links or timestamps are unreliable or slow, by ``/proc/mounts`` type.
+_NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "afs", "9p", "ceph", "glusterfs", "lustre", "gpfs", "davfs"})
+
+
+def _storage(root: str, max_size: int) -> tuple[dict[str, Any], list[str]]:
+    """File system type, free space and size against the cap, with warnings about them."""
+    existing = root
+    while existing and not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    kind = _file_system(existing)
+    try:
+        st = os.statvfs(existing)
+        free: int | None = st.f_bavail * st.f_frsize
+    except (OSError, AttributeError):
+        free = None
+    size = _evict.total_size(_evict.scan(root))
+    warnings = []
+    if kind and (kind in _NETWORK_FILE_SYSTEMS or kind.startswith("fuse")):
+        warnings.append(f"the cache is on a {kind} file system: locks and hard links may be slow or unreliable")
+    if free is not None and max_size and free < max_size - size:
+        warnings.append(f"only {_human_size(free)} free: less than the cap lets the cache grow ({_human_size(max_size - size)})")
+    if max_size and size > max_size:
+        warnings.append(f"the cache ({_human_size(size)}) is over its cap ({_human_size(max_size)}): run autocompile prune")
+    return {"file_system": kind, "free_bytes": free, "size_bytes": size, "max_size_bytes": max_size}, warnings
+
+
+def _file_system(path: str) -> str | None:
+    """The type of the file system holding ``path``: the longest mount point above it in ``/proc/mounts``."""
+    try:
+        with open("/proc/mounts", encoding="utf-8", errors="replace") as file:
+            mounts = [line.split()[1:3] for line in file if len(line.split()) >= 3]
+    except OSError:
+        return None
+    path = os.path.realpath(path)
+    best, kind = "", None
+    for mount_point, fs_type in mounts:
+        mount_point = mount_point.replace("\\040", " ")
+        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, kind = mount_point, fs_type
+    return kind
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -192,6 +242,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ("hits", overall["hits"]),
         ("misses", f"{overall['misses']} ({overall['reused']} reused by content, {overall['compiles']} compiled)"),
         ("fallbacks", overall["fallbacks"]),
+        ("stock pyc", f"{overall['stock_pyc']} (served from __pycache__, not counted in the hit rate)"),
         ("hit rate", _percent(overall["hit_rate"])),
         ("time saved", f"~{overall['saved_seconds']:.2f} s (hits x mean compile time)"),
     ]
@@ -211,7 +262,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def _summary(counts: _stats.Counts, selected: Callable[[tuple[str, str, str]], bool]) -> dict[str, Any]:
     """Hits, misses, hit rate and time saved over the counters ``selected`` picks."""
-    totals = {outcome: 0 for outcome in (_stats.HIT, _stats.REUSED, _stats.COMPILED, _stats.FALLBACK, _stats.COMPILE_NS)}
+    outcomes = (_stats.HIT, _stats.STOCK_PYC, _stats.REUSED, _stats.COMPILED, _stats.FALLBACK, _stats.COMPILE_NS)
+    totals = {outcome: 0 for outcome in outcomes}
     for key, n in counts.items():
         if key[1] in totals and selected(key):
             totals[key[1]] += n
@@ -224,6 +276,7 @@ def _summary(counts: _stats.Counts, selected: Callable[[tuple[str, str, str]], b
         "reused": reused,
         "compiles": compiled,
         "fallbacks": totals[_stats.FALLBACK],
+        "stock_pyc": totals[_stats.STOCK_PYC],
         "hit_rate": round(hits / lookups, 4) if lookups else None,
         "mean_compile_ms": round(mean_compile_ns / 1e6, 3),
         "saved_seconds": round(hits * mean_compile_ns / 1e9, 3),

@@ -51,3 +51,31 @@ def test_stats_are_counted_without_a_write_per_import(tmp_path: Path, cache_dir:
     stats = list((cache_dir / "stats").iterdir())
     assert len(stats) == 1
     assert "compiled\tcounted\t1" in stats[0].read_text()
+
+
+PTH_LINE = (Path(__file__).resolve().parent.parent / "startup" / "autocompile.pth").read_text()
+
+
+def test_pth_line_is_harmless_twice(cache_dir: Path) -> None:
+    code = f"exec({PTH_LINE!r}); exec({PTH_LINE!r})\n" + (
+        "import sys; print(sum(type(f).__name__ == 'AutocompileFinder' for f in sys.meta_path))"
+    )
+    assert run_python(code, cache_dir).stdout.strip() == "1"
+
+
+def test_pth_line_survives_a_broken_package(tmp_path: Path, cache_dir: Path) -> None:
+    broken = tmp_path / "broken"
+    (broken / "autocompile").mkdir(parents=True)
+    (broken / "autocompile" / "__init__.py").write_text("raise RuntimeError('half-removed install')\n")
+    import subprocess
+    import sys
+
+    from conftest import child_env
+
+    for log, expected in (("", ""), ("warning", "autocompile: disabled: half-removed install\n")):
+        env = child_env(cache_dir, AUTOCOMPILE_LOG=log) if log else child_env(cache_dir)
+        env["PYTHONPATH"] = str(broken)
+        result = subprocess.run(
+            [sys.executable, "-c", f"exec({PTH_LINE!r}); print('alive')"], env=env, capture_output=True, text=True, cwd=tmp_path
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "alive\n", expected)

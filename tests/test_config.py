@@ -90,3 +90,4 @@ def test_no_home_directory_falls_back_to_stock(tmp_path: Path) -> None:
     write_tree(tmp_path, {"fine.py": "VALUE = 1\n"})
     result = run_python("import fine; print(fine.VALUE)", None, cwd=tmp_path, HOME="/nonexistent/home", XDG_CACHE_HOME="")
     assert result.stdout.strip() == "1"
+    assert result.stderr == "", "a missing home is an ordinary environment: no warning"

@@ -15,7 +15,8 @@ found = {}
 for name in names:
     module = importlib.import_module(name)
     loader = module.__spec__.loader
-    found[name] = loader.__name__ if isinstance(loader, type) else type(loader).__name__
+    from autocompile._loader import is_served
+    found[name] = "cached" if is_served(loader) else loader.__name__ if isinstance(loader, type) else type(loader).__name__
 print(json.dumps(found))
 """
 
@@ -31,14 +32,30 @@ def test_only_plain_source_modules_are_taken_over(tmp_path: Path, cache_dir: Pat
         archive.writestr("inzip.py", "VALUE = 3\n")
     code = LOADERS.replace("sys.argv[1:]", repr(["plain", "nspkg", "nspkg.inner", "inzip", "array", "sys", "zipimport", "json"]))
     found = json.loads(run_python("import sys; sys.path.append('zipped.zip')\n" + code, cache_dir, cwd=tmp_path).stdout)
-    assert found["plain"] == "AutocompileLoader"
-    assert found["nspkg.inner"] == "AutocompileLoader"
-    assert found["json"] == "AutocompileLoader"  # the standard library too
+    assert found["plain"] == "cached"
+    assert found["nspkg.inner"] == "cached"
+    assert found["json"] == "cached"  # the standard library too
     assert found["nspkg"] in ("NamespaceLoader", "_NamespaceLoader")
     assert found["inzip"] == "zipimporter"
     assert found["array"] in ("ExtensionFileLoader", "BuiltinImporter")
     assert found["sys"] == "BuiltinImporter"
     assert found["zipimport"] == "FrozenImporter"
+
+
+def test_loaders_keep_their_exact_stock_type(tmp_path: Path, cache_dir: Path) -> None:
+    """Code that looks loaders up by exact type (distlib's resource finders, in pip) still works."""
+    write_tree(tmp_path, {"typed.py": ""})
+    result = run_python(
+        """
+        import typed
+        from importlib.machinery import SourceFileLoader
+        from autocompile._loader import is_served
+        print(type(typed.__loader__) is SourceFileLoader, is_served(typed.__loader__), typed.__loader__ is typed.__spec__.loader)
+        """,
+        cache_dir,
+        cwd=tmp_path,
+    )
+    assert result.stdout.split() == ["True", "True", "True"]
 
 
 def test_takes_pathfinders_slot_and_passes_the_rest_through(cache_dir: Path) -> None:
@@ -96,7 +113,7 @@ def test_excluded_modules_use_the_stock_loader(tmp_path: Path, cache_dir: Path) 
             AUTOCOMPILE_EXCLUDE="skipme,*/skipdir/*",
         ).stdout
     )
-    assert found == {"keepme": "AutocompileLoader", "skipme": "SourceFileLoader", "skipdir.inner": "SourceFileLoader"}
+    assert found == {"keepme": "cached", "skipme": "SourceFileLoader", "skipdir.inner": "SourceFileLoader"}
 
 
 def test_runpy_runs_modules_served_from_the_cache(tmp_path: Path, cache_dir: Path) -> None:

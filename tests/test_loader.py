@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ print(json.dumps({
     "origin": m.__spec__.origin,
     "cached": m.__cached__,
     "path": list(pkg.__path__),
-    "loader_type": type(m.__loader__).__mro__[1].__name__ if type(m.__loader__).__name__ != "SourceFileLoader" else "SourceFileLoader",
+    "loader_type": type(m.__loader__).__name__,
     "co_filename": m.func.__code__.co_filename,
     "nested_co_filename": m.Klass.method.__code__.co_filename,
     "source": inspect.getsource(m.func),
@@ -229,7 +230,28 @@ def test_valid_stock_pyc_fills_a_miss(tmp_path: Path, cache_dir: Path) -> None:
     write_tree(tmp_path, {"precompiled.py": "VALUE = 1\n"})
     run_python("import py_compile; py_compile.compile('precompiled.py')", None, hook=False, cwd=tmp_path)
     result = run_python("import precompiled", cache_dir, cwd=tmp_path, AUTOCOMPILE_LOG="debug")
-    assert outcomes(result.stderr)["precompiled"] == "reused stock pyc"
+    assert outcomes(result.stderr)["precompiled"] == "stock pyc"
+
+
+def test_a_stock_pyc_wins_over_the_cache_but_never_enters_it(tmp_path: Path, cache_dir: Path) -> None:
+    """As stock, a valid pyc is used even if it differs from its source (CPython's test_foreign_code)."""
+    write_tree(tmp_path / "a", {"altered.py": "VALUE = 1\n"})
+    write_tree(tmp_path / "b", {"altered.py": "VALUE = 1\n"})
+    alter = """
+        import marshal, py_compile
+        pyc = py_compile.compile("altered.py")
+        with open(pyc, "rb") as f:
+            header, code = f.read(16), marshal.load(f)
+        code = code.replace(co_consts=tuple(2 if c == 1 else c for c in code.co_consts))
+        with open(pyc, "wb") as f:
+            f.write(header)
+            marshal.dump(code, f)
+        """
+    run_python(alter, None, hook=False, cwd=tmp_path / "a")
+    code = "import altered; print(altered.VALUE)"
+    assert run_python(code, None, hook=False, cwd=tmp_path / "a").stdout.strip() == "2"
+    assert run_python(code, cache_dir, cwd=tmp_path / "a").stdout.strip() == "2"
+    assert run_python(code, cache_dir, cwd=tmp_path / "b").stdout.strip() == "1"
 
 
 def test_stale_stock_pyc_is_not_trusted(tmp_path: Path, cache_dir: Path) -> None:
@@ -245,10 +267,25 @@ def test_stale_stock_pyc_is_not_trusted(tmp_path: Path, cache_dir: Path) -> None
     assert outcomes(result.stderr)["stalepyc"] == "compiled"
 
 
-def test_unwritable_cache_falls_back_to_stock(tmp_path: Path, cache_dir: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes anywhere; the read-only file system case is in test_store")
-    cache_dir.mkdir(mode=0o500)
-    write_tree(tmp_path, {"readonly_case.py": "VALUE = 7\n"})
-    result = run_python("import readonly_case; print(readonly_case.VALUE)", cache_dir, cwd=tmp_path)
-    assert result.stdout.strip() == "7"
+def test_read_only_cache_file_system_serves_what_it_has(tmp_path: Path, tmpfs) -> None:  # type: ignore[no-untyped-def]
+    write_tree(tmp_path, {"ro_case.py": "VALUE = 7\n", "ro_new.py": "VALUE = 8\n"})
+    cache = tmpfs("cache")
+    run_python("import ro_case", cache, cwd=tmp_path)
+    subprocess.run(["mount", "-o", "remount,ro", str(cache)], check=True)
+    result = run_python("import ro_case, ro_new; print(ro_case.VALUE, ro_new.VALUE)", cache, cwd=tmp_path, AUTOCOMPILE_LOG="debug")
+    assert result.stdout.split() == ["7", "8"]
+    found = outcomes(result.stderr)
+    assert found["ro_case"] in ("hit", "reused") and found["ro_new"] == "fallback"
+
+
+def test_full_cache_file_system_falls_back_and_loses_nothing(tmp_path: Path, tmpfs) -> None:  # type: ignore[no-untyped-def]
+    cache = tmpfs("cache", size="64k")
+    (cache / "filler").write_bytes(b"x" * (64 * 1024 - 4096))
+    files = {f"full_{n}.py": f"VALUE = {n}\n" + "# padding\n" * 400 for n in range(10)}
+    write_tree(tmp_path, files)
+    code = "import importlib; print(sum(importlib.import_module(f'full_{n}').VALUE for n in range(10)))"
+    assert run_python(code, cache, cwd=tmp_path).stdout.strip() == "45"
+    (cache / "filler").unlink()
+    assert run_python(code, cache, cwd=tmp_path).stdout.strip() == "45"
+    leftovers = [p for p in cache.rglob(".tmp-*")]
+    assert leftovers == []

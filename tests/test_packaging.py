@@ -96,13 +96,14 @@ def test_spawn_children_and_python_dash_m(pkg_venvs: tuple[Path, Path], tmp_path
                 from app.work import square
                 if __name__ == "__main__":
                     with multiprocessing.get_context("spawn").Pool(2) as pool:
-                        print(sum(pool.map(square, range(10))), type(sys.modules["app.work"].__loader__).__name__)
+                        from autocompile._loader import is_served
+                        print(sum(pool.map(square, range(10))), is_served(sys.modules["app.work"].__loader__))
                 """,
             "app/work.py": "def square(n):\n    return n * n\n",
         },
     )
     result = run(python, "-m", "app", cache_dir=tmp_path / "cache", cwd=tmp_path)
-    assert result.stdout.split() == ["285", "AutocompileLoader"]
+    assert result.stdout.split() == ["285", "True"]
 
 
 @pytest.mark.parametrize("flags", [["-S"], ["-I", "-S"]])
