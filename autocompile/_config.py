@@ -5,15 +5,14 @@ has already imported. The TOML parser is imported only when a config file
 exists, and the config file is found with one ``stat``.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
-APP_NAME = "autocompile"
+from ._bootstrap import is_true
+from ._location import user_cache_dir, user_config_file
+
 DEFAULT_MAX_SIZE = 5 * 1024**3
 
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 _LOG_LEVELS = ("off", "warning", "debug")
 
 
@@ -44,40 +43,6 @@ class Settings:
         self.values[name] = Setting(value, origin)
 
 
-def is_true(text: str) -> bool:
-    return text.strip().lower() not in _FALSE
-
-
-def user_cache_dir() -> str:
-    """``platformdirs.user_cache_dir("autocompile")`` without importing platformdirs.
-
-    platformdirs pulls in ``pathlib``, ``re`` and more: too slow for every start-up.
-    The result is checked against platformdirs by the tests.
-    """
-    if sys.platform == "win32":
-        import platformdirs
-
-        return platformdirs.user_cache_dir(APP_NAME)
-    if sys.platform == "darwin":
-        return os.path.join(os.path.expanduser("~/Library/Caches"), APP_NAME)
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
-    return os.path.join(base, APP_NAME)
-
-
-def user_config_file() -> str:
-    """``platformdirs.user_config_dir("autocompile")/config.toml``, found as cheaply."""
-    if sys.platform == "win32":
-        import platformdirs
-
-        base = platformdirs.user_config_dir(APP_NAME)
-    elif sys.platform == "darwin":
-        base = os.path.join(os.path.expanduser("~/Library/Application Support"), APP_NAME)
-    else:
-        xdg = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
-        base = os.path.join(xdg, APP_NAME)
-    return os.path.join(base, "config.toml")
-
-
 # name -> (default, kind); kind is how text from the environment is parsed.
 _SCHEMA: dict[str, tuple[object, str]] = {
     "enabled": (True, "bool"),
@@ -86,6 +51,14 @@ _SCHEMA: dict[str, tuple[object, str]] = {
     "honour_dont_write_bytecode": (False, "bool"),
     "max_size": (DEFAULT_MAX_SIZE, "size"),
     "exclude": ((), "list"),
+    "profiles": ("", "rules"),
+    # The remote tier (see ``_remote``): nothing of it is imported unless remote_mode is set.
+    "remote_url": ("", "url"),
+    "remote_token": ("", "secret"),
+    "remote_mode": ("off", "remote_mode"),
+    "remote_key": ("", "secret"),
+    "remote_trust": ("signed", "remote_trust"),
+    "remote_budget_ms": (5.0, "milliseconds"),
 }
 
 _ENVIRONMENT = {
@@ -95,7 +68,41 @@ _ENVIRONMENT = {
     "AUTOCOMPILE_HONOUR_DONT_WRITE_BYTECODE": "honour_dont_write_bytecode",
     "AUTOCOMPILE_MAX_SIZE": "max_size",
     "AUTOCOMPILE_EXCLUDE": "exclude",
+    "AUTOCOMPILE_PROFILES": "profiles",
+    "AUTOCOMPILE_REMOTE_URL": "remote_url",
+    "AUTOCOMPILE_REMOTE_TOKEN": "remote_token",
+    "AUTOCOMPILE_REMOTE_MODE": "remote_mode",
+    "AUTOCOMPILE_REMOTE_KEY": "remote_key",
+    "AUTOCOMPILE_REMOTE_TRUST": "remote_trust",
+    "AUTOCOMPILE_REMOTE_BUDGET_MS": "remote_budget_ms",
 }
+
+_REMOTE_MODES = ("off", "read", "read-write")
+_REMOTE_TRUSTS = ("signed", "unsigned")
+
+
+class Secret(dict):  # type: ignore[type-arg]
+    """A credential (or a URL holding one): never shown, only read through :meth:`reveal`.
+
+    A ``dict`` subclass so that ``json.dump`` (``config --json``) writes ``{"hidden": ...}``
+    and ``str``/``repr`` write the masked form; the value itself is an attribute.
+    """
+
+    def __init__(self, value: str, shown: str = "(hidden)") -> None:
+        super().__init__(hidden=shown)
+        self._value = value
+        self._shown = shown
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return self._shown
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Secret, (self._value, self._shown))
 
 
 def parse_size(text: str) -> int:
@@ -135,6 +142,41 @@ def _parse(name: str, kind: str, raw: object) -> object:
             return raw
         if isinstance(raw, str):
             return parse_size(raw)
+    elif kind == "rules":  # profile rules, kept as "pattern=profile;..." text (see _profiles)
+        if isinstance(raw, str):
+            return raw
+        if isinstance(raw, dict) and all(isinstance(v, str) for v in raw.values()):
+            return ";".join(f"{pattern}={profile}" for pattern, profile in raw.items())
+    elif kind == "secret":
+        if isinstance(raw, str):
+            return Secret(raw.strip()) if raw.strip() else ""
+    elif kind == "url":  # a password in the URL (basic auth) is never shown
+        if isinstance(raw, str):
+            url = raw.strip()
+            scheme, sep, rest = url.partition("://")
+            authority, slash, path = rest.partition("/")
+            if sep and ":" in authority.rpartition("@")[0]:
+                user = authority.rpartition("@")[0].partition(":")[0]
+                return Secret(url, f"{scheme}://{user}:***@{authority.rpartition('@')[2]}{slash}{path}")
+            return url
+    elif kind in ("remote_mode", "remote_trust"):
+        choices = _REMOTE_MODES if kind == "remote_mode" else _REMOTE_TRUSTS
+        value = raw.strip().lower() if isinstance(raw, str) else None
+        if value in choices:
+            return value
+        raise ValueError(f"bad value for {name}: {raw!r} (one of: {', '.join(choices)})")
+    elif kind == "milliseconds":
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            value = float(raw)
+        elif isinstance(raw, str):
+            try:
+                value = float(raw.strip().lower().removesuffix("ms"))
+            except ValueError:
+                value = -1.0
+        else:
+            value = -1.0
+        if 0 <= value < 3_600_000:
+            return value
     elif kind == "list":
         if isinstance(raw, str):
             return tuple(item.strip() for item in raw.split(",") if item.strip())

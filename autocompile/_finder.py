@@ -8,11 +8,11 @@ equal to ``PathFinder`` so code that looks for it on ``sys.meta_path`` still
 finds it.
 """
 
-from __future__ import annotations
 
 from _frozen_importlib_external import PathFinder, SourceFileLoader
 
 from ._loader import CodeCache, serve_from_cache
+from ._profiles import Rules
 
 
 class AutocompileFinder:
@@ -22,10 +22,18 @@ class AutocompileFinder:
     loader's ``get_code`` is replaced, on that instance.
     """
 
-    def __init__(self, path_finder: type[PathFinder], cache: CodeCache, excluded: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        path_finder: type[PathFinder],
+        cache: CodeCache,
+        excluded: tuple[str, ...] = (),
+        profiles: Rules | None = None,
+    ) -> None:
         self.path_finder = path_finder
         self.cache = cache
         self.excluded = excluded
+        self.profiles = profiles
+        self._profiled_caches: dict[str, CodeCache] = {}
         if excluded:  # imported now: importing it while finding a module would recurse
             from fnmatch import fnmatchcase
 
@@ -36,10 +44,21 @@ class AutocompileFinder:
         if spec is not None and type(spec.loader) is SourceFileLoader and spec.has_location:
             try:
                 if not (self.excluded and self._is_excluded(fullname, spec.origin)):
-                    serve_from_cache(spec.loader, self.cache)
+                    serve_from_cache(spec.loader, self.cache_for(fullname, spec.origin))
             except Exception:  # fail open: the stock spec is still a good answer
                 pass
         return spec
+
+    def cache_for(self, fullname: str, origin: str) -> CodeCache:
+        """The cache of the optimization profile that applies to this module."""
+        rule = self.profiles.match(fullname, origin) if self.profiles is not None else None
+        if rule is None or not rule.profile:
+            return self.cache
+        cache = self._profiled_caches.get(rule.profile)
+        if cache is None:
+            cache = CodeCache(self.cache.store, self.cache.optimize, rule.profile)
+            self._profiled_caches[rule.profile] = cache
+        return cache
 
     def _is_excluded(self, fullname: str, origin: str) -> bool:
         """``exclude`` patterns match a module name (``pkg.*``) or a source path (``*/pkg/*``)."""

@@ -7,18 +7,12 @@ path at one moment (its ``stat``), so that an unchanged file is found without
 being read or hashed.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
 import _frozen_importlib_external as _bootstrap_external
 import _imp
 
-try:  # The built-in module: hashlib would load OpenSSL, a few ms at start-up.
-    from _blake2 import blake2b as _blake2b
-except ImportError:  # pragma: no cover - interpreters built without _blake2
-    from hashlib import blake2b as _blake2b
 
 MAGIC_NUMBER: bytes = _bootstrap_external.MAGIC_NUMBER
 
@@ -41,7 +35,11 @@ def code_context(optimize: int, profile: str = "") -> bytes:
 
 
 def _digest(context: bytes, data: bytes) -> str:
-    hasher = _blake2b(digest_size=KEY_BYTES, person=b"autocompile")
+    try:  # _blake2 itself: hashlib would load OpenSSL, a few ms at start-up
+        from _blake2 import blake2b
+    except ImportError:  # pragma: no cover - interpreters built without _blake2
+        from hashlib import blake2b
+    hasher = blake2b(digest_size=KEY_BYTES, person=b"autocompile")
     hasher.update(len(context).to_bytes(4, "little"))
     hasher.update(context)
     hasher.update(data)

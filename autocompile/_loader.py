@@ -7,8 +7,6 @@ fallback to the stock ``get_code``; errors in the user's source surface exactly
 as stock, because the compile call and its traceback are stock.
 """
 
-from __future__ import annotations
-
 import marshal
 import os
 from time import perf_counter_ns, time_ns
@@ -16,7 +14,7 @@ from time import perf_counter_ns, time_ns
 import _imp
 from _frozen_importlib_external import SourceFileLoader, cache_from_source
 
-from . import _keys, _log, _stats, _store
+from . import _keys, _log, _profiles, _stats, _store
 
 #: A source whose last change is more recent than this may change again within the
 #: file system's timestamp granularity without changing its ``stat``; it is not indexed
@@ -184,7 +182,10 @@ class CachedGetCode:
         compile_ns = 0
         if code is None:
             started = perf_counter_ns()
-            code = loader.source_to_code(source, path)
+            if cache.profile:
+                code = _profiles.compile_source(source, path, cache.profile, cache.optimize)
+            else:
+                code = loader.source_to_code(source, path)
             compile_ns = perf_counter_ns() - started
         try:
             if compile_ns and cache.store.writable:

@@ -1,7 +1,5 @@
 """One-line messages on stderr, controlled by ``AUTOCOMPILE_LOG`` (off, warning, debug)."""
 
-from __future__ import annotations
-
 import sys
 
 _LEVELS = {"off": 0, "warning": 1, "debug": 2}

@@ -6,8 +6,6 @@ on it, so concurrent processes never lose each other's counts and no file is
 written per import.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

@@ -15,12 +15,11 @@ read; anything that fails the check is a miss and is overwritten by the next
 writer.
 """
 
-from __future__ import annotations
-
 import errno
 import os
 
 from . import _keys
+from ._location import describe_untrusted, open_root  # noqa: F401  (to be imported from _location)
 
 MAGIC = b"\x89ACO"
 HEADER_SIZE = 52
@@ -252,65 +251,3 @@ def write_atomic(path: str, data: bytes) -> None:
         _unlink(temporary)
         raise
     _replace(temporary, path)
-
-
-def describe_untrusted(root: str) -> str | None:
-    """Why ``root`` must not be used as a cache directory, or ``None`` if it may.
-
-    It must be a directory owned by this user and not writable by group or
-    others, and no directory above it may let another user replace it.
-    """
-    if not _CHECK_OWNER:
-        return None
-    uid = os.geteuid()
-    try:
-        st = os.stat(root)
-    except OSError as exc:
-        return f"cannot use {root}: {exc.strerror}"
-    if (st.st_mode & 0o170000) != 0o040000:
-        return f"{root} is not a directory"
-    if st.st_uid != uid:
-        return f"{root} is owned by uid {st.st_uid}, not by this user (uid {uid})"
-    if st.st_mode & 0o022:
-        return f"{root} is writable by group or others (mode {st.st_mode & 0o777:o})"
-    parent = os.path.dirname(os.path.realpath(root))
-    while True:
-        try:
-            st = os.stat(parent)
-        except OSError as exc:
-            return f"cannot check {parent}: {exc.strerror}"
-        if st.st_uid not in (0, uid):
-            return f"{parent} is owned by uid {st.st_uid}, who could replace the cache directory"
-        if st.st_mode & 0o022 and not st.st_mode & 0o1000:
-            return f"{parent} is writable by group or others without the sticky bit"
-        next_parent = os.path.dirname(parent)
-        if next_parent == parent:
-            return None
-        parent = next_parent
-
-
-def open_root(root: str) -> str | None:
-    """Create the cache directory (mode 0700) if needed; return why it is unusable, if it is."""
-    try:
-        os.makedirs(root, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        return f"cannot create {root}: {exc.strerror or exc}"
-    else:
-        _tag_cache_dir(root)
-    return describe_untrusted(root)
-
-
-def _tag_cache_dir(root: str) -> None:
-    """Mark a new cache directory per the Cache Directory Tagging Specification, so backups skip it."""
-    path = os.path.join(root, "CACHEDIR.TAG")
-    try:
-        write_atomic(
-            path,
-            b"Signature: 8a477f597d28d172789f06886806bc55\n"
-            b"# This file is a cache directory tag created by autocompile.\n",
-        )
-    except OSError:
-        pass
-

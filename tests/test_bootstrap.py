@@ -79,3 +79,47 @@ def test_pth_line_survives_a_broken_package(tmp_path: Path, cache_dir: Path) -> 
             [sys.executable, "-c", f"exec({PTH_LINE!r}); print('alive')"], env=env, capture_output=True, text=True, cwd=tmp_path
         )
         assert (result.returncode, result.stdout, result.stderr) == (0, "alive\n", expected)
+
+
+BOOT = """
+import sys
+from autocompile._bootstrap import boot
+boot()
+finder = sys.modules["autocompile._finder"]
+print(type(sys.meta_path[-1]).__name__, "bundle" if finder.__doc__ is None else "stock")
+"""
+
+
+def boot_child(cache_dir: Path) -> str:
+    import subprocess
+    import sys
+
+    from conftest import child_env
+
+    result = subprocess.run([sys.executable, "-c", BOOT], env=child_env(cache_dir), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_runtime_comes_from_the_bundle_after_the_first_start(cache_dir: Path) -> None:
+    """autocompile's own modules start warm even where their __pycache__ cannot exist."""
+    cache_dir.mkdir(mode=0o700)
+    assert boot_child(cache_dir) == "AutocompileFinder stock"
+    (bundle,) = (cache_dir / "runtime").iterdir()
+    written = bundle.stat().st_mtime_ns
+    assert boot_child(cache_dir) == "AutocompileFinder bundle"
+    assert bundle.stat().st_mtime_ns == written, "a valid bundle is not rewritten"
+
+
+def test_damaged_or_foreign_bundles_are_ignored(cache_dir: Path) -> None:
+    import os
+
+    cache_dir.mkdir(mode=0o700)
+    boot_child(cache_dir)
+    (bundle,) = (cache_dir / "runtime").iterdir()
+    bundle.write_bytes(bundle.read_bytes()[:100])
+    assert boot_child(cache_dir) == "AutocompileFinder stock"
+    assert boot_child(cache_dir) == "AutocompileFinder bundle"
+    if os.geteuid() == 0:
+        os.chown(bundle, 65534, 65534)
+        assert boot_child(cache_dir) == "AutocompileFinder stock"

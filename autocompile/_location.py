@@ -1,0 +1,101 @@
+"""Where autocompile's cache and config live, and whether the cache can be trusted.
+
+Start-up code, imported by the standard machinery before the hook exists: it
+must stay small and import nothing that ``site`` has not imported already.
+"""
+
+import os
+import sys
+
+APP_NAME = "autocompile"
+_CHECK_OWNER = hasattr(os, "geteuid")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def user_cache_dir() -> str:
+    """``platformdirs.user_cache_dir("autocompile")`` without importing platformdirs.
+
+    platformdirs pulls in ``pathlib``, ``re`` and more: too slow for every start-up.
+    The result is checked against platformdirs by the tests.
+    """
+    if sys.platform == "win32":
+        import platformdirs
+
+        return platformdirs.user_cache_dir(APP_NAME)
+    if sys.platform == "darwin":
+        return os.path.join(os.path.expanduser("~/Library/Caches"), APP_NAME)
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
+    return os.path.join(base, APP_NAME)
+
+
+def user_config_file() -> str:
+    """``platformdirs.user_config_dir("autocompile")/config.toml``, found as cheaply."""
+    if sys.platform == "win32":
+        import platformdirs
+
+        base = platformdirs.user_config_dir(APP_NAME)
+    elif sys.platform == "darwin":
+        base = os.path.join(os.path.expanduser("~/Library/Application Support"), APP_NAME)
+    else:
+        xdg = os.environ.get("XDG_CONFIG_HOME", "").strip() or os.path.expanduser("~/.config")
+        base = os.path.join(xdg, APP_NAME)
+    return os.path.join(base, "config.toml")
+
+
+def describe_untrusted(root: str) -> str | None:
+    """Why ``root`` must not be used as a cache directory, or ``None`` if it may.
+
+    It must be a directory owned by this user and not writable by group or
+    others, and no directory above it may let another user replace it.
+    """
+    if not _CHECK_OWNER:
+        return None
+    uid = os.geteuid()
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        return f"cannot use {root}: {exc.strerror}"
+    if (st.st_mode & 0o170000) != 0o040000:
+        return f"{root} is not a directory"
+    if st.st_uid != uid:
+        return f"{root} is owned by uid {st.st_uid}, not by this user (uid {uid})"
+    if st.st_mode & 0o022:
+        return f"{root} is writable by group or others (mode {st.st_mode & 0o777:o})"
+    parent = os.path.dirname(os.path.realpath(root))
+    while True:
+        try:
+            st = os.stat(parent)
+        except OSError as exc:
+            return f"cannot check {parent}: {exc.strerror}"
+        if st.st_uid not in (0, uid):
+            return f"{parent} is owned by uid {st.st_uid}, who could replace the cache directory"
+        if st.st_mode & 0o022 and not st.st_mode & 0o1000:
+            return f"{parent} is writable by group or others without the sticky bit"
+        next_parent = os.path.dirname(parent)
+        if next_parent == parent:
+            return None
+        parent = next_parent
+
+
+def open_root(root: str) -> str | None:
+    """Create the cache directory (mode 0700) if needed; return why it is unusable, if it is."""
+    try:
+        os.makedirs(root, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        return f"cannot create {root}: {exc.strerror or exc}"
+    else:
+        _tag_cache_dir(root)
+    return describe_untrusted(root)
+
+
+def _tag_cache_dir(root: str) -> None:
+    """Mark a new cache directory per the Cache Directory Tagging Specification, so backups skip it."""
+    try:
+        fd = os.open(os.path.join(root, "CACHEDIR.TAG"), os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    except OSError:
+        return
+    with open(fd, "wb") as file:
+        file.write(b"Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by autocompile.\n")
+
