@@ -147,7 +147,7 @@ def install(settings: "_config.Settings | None" = None) -> bool:  # noqa: F821
             _log.debug(f"{problem}; using the standard import")
         return False
     writable = not (settings["honour_dont_write_bytecode"] and sys.dont_write_bytecode)
-    cache = _loader.CodeCache(_store.Store(root, writable), sys.flags.optimize)
+    cache = _loader.CodeCache(_store.Store(root, writable), sys.flags.optimize, "", int(settings["max_size"]))  # type: ignore[call-overload]
     rules = _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, [])
     _active = _finder.AutocompileFinder(
         PathFinder,  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import os
 import sys
 from time import time_ns
 
-from . import _config, _finder, _loader, _manage, _stats, _store
+from . import _config, _finder, _loader, _location, _manage, _stats, _store
 
 HIT, STOCK_PYC, REUSED, COMPILE = "hit", "stock pyc", "reused", "compile"
 CHANGED, OTHER_BUILD = "source changed", "other interpreter"
@@ -79,7 +79,7 @@ def explain(fullname: str, settings: _config.Settings) -> dict[str, object]:
     finder = _finder.AutocompileFinder(importlib.machinery.PathFinder, None, excluded)  # type: ignore[arg-type]
     if excluded and finder._is_excluded(fullname, origin):
         return _verdict(document, EXCLUDED, f"excluded by config (exclude = {list(excluded)})")
-    untrusted = _store.describe_untrusted(root) if os.path.isdir(root) else None
+    untrusted = _location.describe_untrusted(root) if os.path.isdir(root) else None
     if untrusted:
         return _verdict(document, UNTRUSTED, f"cache untrusted, the standard import is used: {untrusted}")
     return _lookup(document, spec.loader, origin, root, settings)  # type: ignore[arg-type]

@@ -56,7 +56,7 @@ class AutocompileFinder:
             return self.cache
         cache = self._profiled_caches.get(rule.profile)
         if cache is None:
-            cache = CodeCache(self.cache.store, self.cache.optimize, rule.profile)
+            cache = CodeCache(self.cache.store, self.cache.optimize, rule.profile, self.cache.max_size)
             self._profiled_caches[rule.profile] = cache
         return cache
 

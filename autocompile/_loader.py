@@ -12,6 +12,7 @@ import os
 from time import perf_counter_ns, time_ns
 
 import _imp
+from _frozen_importlib import _call_with_frames_removed
 from _frozen_importlib_external import SourceFileLoader, cache_from_source
 
 from . import _keys, _log, _profiles, _stats, _store
@@ -22,15 +23,17 @@ from . import _keys, _log, _profiles, _stats, _store
 SETTLE_NS = 2_000_000_000
 CodeType = type(compile("", "", "exec"))  # ``types`` is not imported at start-up
 _IMPORTLIB_FILENAME = "<frozen importlib._bootstrap_external>"
+_AST_ONLY = 0x400  # ast.PyCF_ONLY_AST, without importing ast
 
 
 class CodeCache:
     """Compiled code in a store, for this interpreter, an optimize level and a profile."""
 
-    def __init__(self, store: _store.Store, optimize: int, profile: str = "") -> None:
+    def __init__(self, store: _store.Store, optimize: int, profile: str = "", max_size: int = 0) -> None:
         self.store = store
         self.optimize = optimize
         self.profile = profile
+        self.max_size = max_size
         self.context = _keys.code_context(optimize, profile)
 
     def stat_key(self, path: str, st: os.stat_result) -> str:
@@ -92,7 +95,12 @@ class CodeCache:
     def store_code(self, key: str, code: CodeType, meta: dict[str, str]) -> str:
         """Publish compiled code under its content key; return the object's path."""
         data = _store.pack(_store.KIND_CODE, key, marshal.dumps(code), meta)
-        return self.store.write_object(key, data)
+        path = self.store.write_object(key, data)
+        if self.max_size:
+            from . import _evict
+
+            _evict.after_write(self.store, len(data), self.max_size)
+        return path
 
     def remember(self, stat_key: str, st: os.stat_result, key: str) -> bool:
         """Index the source's current ``stat`` once it has settled; return whether it was indexed."""
@@ -182,8 +190,10 @@ class CachedGetCode:
         compile_ns = 0
         if code is None:
             started = perf_counter_ns()
-            if cache.profile:
-                code = _profiles.compile_source(source, path, cache.profile, cache.optimize)
+            if cache.profile:  # parse and compile as stock does, transform in between
+                tree = _call_with_frames_removed(compile, source, path, "exec", _AST_ONLY, True, cache.optimize)
+                tree = _profiles.transform(tree, cache.profile)
+                code = _call_with_frames_removed(compile, tree, path, "exec", 0, True, cache.optimize)
             else:
                 code = loader.source_to_code(source, path)
             compile_ns = perf_counter_ns() - started

@@ -11,11 +11,8 @@ Matching runs at start-up for every module, so it is plain string work; the
 """
 
 
-from _frozen_importlib import _call_with_frames_removed
-
 NONE = ""
 TRANSFORMS = ("strip-asserts", "strip-docstrings")
-_AST_ONLY = 0x400  # ast.PyCF_ONLY_AST, without importing ast
 
 
 def canonical(name: str) -> str:
@@ -34,21 +31,29 @@ def canonical(name: str) -> str:
 class Rule:
     """``pattern = profile``: a module name, a module glob (``pkg.*``) or a path glob (``*/pkg/*``)."""
 
-    __slots__ = ("pattern", "profile", "origin", "kind", "specificity")
+    __slots__ = ("pattern", "profile", "origin", "kind", "literal")
 
     def __init__(self, pattern: str, profile: str, origin: str) -> None:
         self.pattern = pattern
         self.profile = profile
         self.origin = origin
         self.kind = "path" if "/" in pattern or "\\" in pattern else "glob" if any(c in pattern for c in "*?[") else "name"
-        literal = pattern.split("*")[0].split("?")[0].split("[")[0]
-        # Exact names beat module globs, which beat path globs; longer literal parts beat shorter.
-        self.specificity = ({"name": 2, "glob": 1, "path": 0}[self.kind], len(literal))
+        self.literal = len(pattern.split("*")[0].split("?")[0].split("[")[0])
 
-    def matches(self, fullname: str, path: str, fnmatchcase) -> bool:  # type: ignore[no-untyped-def]
+    def specificity(self, fullname: str, path: str, fnmatchcase) -> tuple[int, int, int] | None:  # type: ignore[no-untyped-def]
+        """How specifically this rule names the module, or ``None`` if it does not.
+
+        The module's exact name first; then module names and globs by the length
+        of their literal part (``pkg.sub`` and ``pkg.sub.*`` beat ``pkg.*``, which
+        beats ``pkg``); path globs last.
+        """
         if self.kind == "name":
-            return fullname == self.pattern or fullname.startswith(self.pattern + ".")
-        return bool(fnmatchcase(path if self.kind == "path" else fullname, self.pattern))
+            if fullname == self.pattern:
+                return (1, 1, self.literal)
+            matched = fullname.startswith(self.pattern + ".")
+        else:
+            matched = bool(fnmatchcase(path if self.kind == "path" else fullname, self.pattern))
+        return (0, int(self.kind != "path"), self.literal) if matched else None
 
     def __str__(self) -> str:
         return f"{self.pattern}={self.profile or 'none'} ({self.origin})"
@@ -60,14 +65,16 @@ class Rules:
     def __init__(self, rules: list[Rule]) -> None:
         from fnmatch import fnmatchcase  # imported before the hook is installed: no recursion
 
-        self.rules = sorted(rules, key=lambda rule: rule.specificity, reverse=True)
+        self.rules = rules
         self._fnmatchcase = fnmatchcase
 
     def match(self, fullname: str, path: str) -> Rule | None:
+        best, best_specificity = None, None
         for rule in self.rules:
-            if rule.matches(fullname, path, self._fnmatchcase):
-                return rule
-        return None
+            specificity = rule.specificity(fullname, path, self._fnmatchcase)
+            if specificity is not None and (best_specificity is None or specificity > best_specificity):
+                best, best_specificity = rule, specificity
+        return best
 
 
 def parse(text: str, origin: str, problems: list[str]) -> list[Rule]:
@@ -86,14 +93,8 @@ def parse(text: str, origin: str, problems: list[str]) -> list[Rule]:
     return rules
 
 
-def compile_source(source: bytes, path: str, profile: str, optimize: int):  # type: ignore[no-untyped-def]
-    """Compile ``source`` as stock would, with the profile's transformations applied.
-
-    Parsing goes through importlib's ``_call_with_frames_removed`` and the
-    built-in ``compile``, so a ``SyntaxError`` reads and traces back exactly as
-    stock.
-    """
-    tree = _call_with_frames_removed(compile, source, path, "exec", _AST_ONLY, True, optimize)
+def transform(tree, profile: str):  # type: ignore[no-untyped-def]
+    """Apply ``profile`` to a module's AST (``ast`` is imported only now, to compile)."""
     from ._transform import apply
 
-    return _call_with_frames_removed(compile, apply(tree, profile), path, "exec", 0, True, optimize)
+    return apply(tree, profile)

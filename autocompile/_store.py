@@ -19,7 +19,6 @@ import errno
 import os
 
 from . import _keys
-from ._location import describe_untrusted, open_root  # noqa: F401  (to be imported from _location)
 
 MAGIC = b"\x89ACO"
 HEADER_SIZE = 52
@@ -184,6 +183,9 @@ class Store:
                 write_atomic(path, data)
             return
         _replace(temporary, path)
+        # Renaming a link onto another link of the same file does nothing and succeeds
+        # (POSIX), which happens when processes index the same source at once.
+        _unlink(temporary)
 
 
 def _now() -> float:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from . import _loader
 
-COMPILED, REUSED, FAILED = "compiled", "reused", "failed"
+COMPILED, REUSED, SKIPPED, FAILED = "compiled", "reused", "skipped", "failed"
 
 
 def source_files(paths: Iterable[str]) -> Iterator[str]:
@@ -23,9 +23,15 @@ def source_files(paths: Iterable[str]) -> Iterator[str]:
 
 
 def warm_file(cache: _loader.CodeCache, path: str) -> tuple[str, str]:
-    """Put one source file's code in the cache and index it; return ``(outcome, reason)``."""
+    """Put one source file's code in the cache and index it; return ``(outcome, reason)``.
+
+    A file whose index entry is already there is skipped without being read.
+    """
     try:
         st = os.stat(path)
+        stat_key = cache.stat_key(path, st)
+        if cache.load_indexed(stat_key) is not None:
+            return SKIPPED, ""
         with open(path, "rb") as file:
             source = file.read()
         key = cache.content_key(source)
@@ -35,7 +41,7 @@ def warm_file(cache: _loader.CodeCache, path: str) -> tuple[str, str]:
             code = compile(source, path, "exec", dont_inherit=True, optimize=cache.optimize)
             cache.store_code(key, code, cache.meta(_module_name(path), path, source, _now_ns() - started))
             outcome = COMPILED
-        cache.remember(cache.stat_key(path, st), st, key)
+        cache.remember(stat_key, st, key)
         return outcome, ""
     except (SyntaxError, ValueError) as exc:
         return FAILED, f"{type(exc).__name__}: {exc}"

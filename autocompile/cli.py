@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _archive, _bootstrap, _config, _evict, _explain, _loader, _manage, _stats, _store, _warm
+from . import _archive, _bootstrap, _config, _evict, _explain, _loader, _location, _manage, _stats, _store, _warm
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -47,12 +47,13 @@ def _cache(settings: _config.Settings, create: bool = True) -> _loader.CodeCache
     root = str(settings["cache_dir"] or "")
     if not root:
         raise CommandError("no cache directory could be determined; set AUTOCOMPILE_CACHE_DIR")
+    cache = _loader.CodeCache(_store.Store(root), sys.flags.optimize, "", int(settings["max_size"]))  # type: ignore[call-overload]
     if not create and not os.path.isdir(root):
-        return _loader.CodeCache(_store.Store(root), sys.flags.optimize)
-    problem = _store.open_root(root)
+        return cache
+    problem = _location.open_root(root)
     if problem is not None:
         raise CommandError(problem)
-    return _loader.CodeCache(_store.Store(root), sys.flags.optimize)
+    return cache
 
 
 def _site_packages() -> list[str]:
@@ -122,7 +123,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     settings = _settings()
     problems = list(settings.problems)
     root = str(settings["cache_dir"] or "")
-    trust_problem = _store.describe_untrusted(root) if root and os.path.isdir(root) else None
+    trust_problem = _location.describe_untrusted(root) if root and os.path.isdir(root) else None
     if trust_problem:
         problems.append(trust_problem)
     startup_files = {}
@@ -248,16 +249,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
     ]
     lines = _table(rows)
     for title, groups in (("python", by_tag), ("package", by_package)):
-        if groups:
-            ranked = sorted(groups.items(), key=lambda pair: -(pair[1]["hits"] + pair[1]["misses"]))
-            lines += ["", *_table([(title, "hits", "misses", "compiles", "fallbacks", "hit rate", "saved")] + [
-                (name, g["hits"], g["misses"], g["compiles"], g["fallbacks"], _percent(g["hit_rate"]), f"{g['saved_seconds']:.2f} s")
-                for name, g in ranked[: args.top]
-            ])]
-            if len(ranked) > args.top:
-                lines.append(f"... and {len(ranked) - args.top} more (see --top or --json)")
+        lines += _breakdown(title, groups, args.top)
     _emit(args, document, lines)
     return EXIT_OK
+
+
+def _breakdown(title: str, groups: dict[str, dict[str, Any]], top: int) -> list[str]:
+    """The busiest ``top`` groups as a table; groups served only from stock pycs are left to ``--json``."""
+    active = sorted(
+        (pair for pair in groups.items() if pair[1]["hits"] + pair[1]["misses"] + pair[1]["fallbacks"]),
+        key=lambda pair: -(pair[1]["hits"] + pair[1]["misses"]),
+    )
+    if not active:
+        return []
+    rows = [(title, "hits", "misses", "compiles", "fallbacks", "hit rate", "saved")] + [
+        (name, g["hits"], g["misses"], g["compiles"], g["fallbacks"], _percent(g["hit_rate"]), f"{g['saved_seconds']:.2f} s")
+        for name, g in active[:top]
+    ]
+    more = [f"... and {len(active) - top} more (see --top or --json)"] if len(active) > top else []
+    return ["", *_table(rows), *more]
 
 
 def _summary(counts: _stats.Counts, selected: Callable[[tuple[str, str, str]], bool]) -> dict[str, Any]:
@@ -497,11 +507,13 @@ def _jsonable(value: object) -> object:
 
 
 def _show(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1024:
+        return f"{value} ({_human_size(value)})"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
-        return ", ".join(value) or "-"
-    return str(value)
+        return ", ".join(map(str, value)) or "-"
+    return str(value) if value not in (None, "") else "-"
 
 
 def _existing_root() -> str:
@@ -509,7 +521,7 @@ def _existing_root() -> str:
     root = str(_settings()["cache_dir"] or "")
     if not os.path.isdir(root):
         raise CommandError(f"no cache at {root or '(no cache directory)'}")
-    problem = _store.describe_untrusted(root)
+    problem = _location.describe_untrusted(root)
     if problem:
         raise CommandError(problem)
     return root
@@ -524,14 +536,17 @@ def cmd_warm(args: argparse.Namespace) -> int:
     paths = [_resolve_target(target) for target in targets]
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
-    cache = _cache(_settings())
+    settings = _settings()
+    cache = _cache(settings)
     results = _warm.warm(cache, paths, args.jobs or os.cpu_count() or 1, _progress("warming"))
-    summary = {outcome: 0 for outcome in (_warm.COMPILED, _warm.REUSED, _warm.FAILED)}
+    summary = {outcome: 0 for outcome in (_warm.COMPILED, _warm.REUSED, _warm.SKIPPED, _warm.FAILED)}
     for _path, outcome, _reason in results:
         summary[outcome] += 1
+    # Workers exit without accounting what they wrote: settle the size cap once, here.
+    evicted = (_evict.evict(cache.store.root, int(settings["max_size"])) or (0, 0))[0] if settings["max_size"] else 0
     failures = [{"path": path, "reason": reason} for path, outcome, reason in results if outcome == _warm.FAILED]
-    document = {"cache_dir": cache.store.root, **summary, "failures": failures}
-    lines = _table([(name, n) for name, n in summary.items()])
+    document = {"cache_dir": cache.store.root, **summary, "evicted": evicted, "failures": failures}
+    lines = _table([(name, n) for name, n in summary.items()] + ([("evicted (size cap)", evicted)] if evicted else []))
     lines += [f"failed: {f['path']}: {f['reason']}" for f in failures[:20]]
     if len(failures) > 20:
         lines.append(f"... and {len(failures) - 20} more (see --json)")

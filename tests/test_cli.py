@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import py_compile
 import stat
 import sys
 import time
@@ -16,16 +17,22 @@ from conftest import child_env, cli_json, run_cli, run_python, settle, write_tre
 
 TAG = sys.implementation.cache_tag
 MODULES = {f"demo/m{n}.py": f"VALUE = {n}\ndef twice():\n    return 2 * VALUE\n" for n in range(4)}
+#: Another package, with a different name and size (``import json`` would be served by stdlib pycs).
+EXTRA = {"extra/__init__.py": "from . import a, b, c\n", **{f"extra/{n}.py": f"NAME = {n!r}\n" for n in "abc"}}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A settled source tree: ``demo`` (four modules) and ``trap``, whose ``__init__`` must never run."""
+    """A settled source tree: ``demo`` (five modules), ``extra`` (four) and ``trap``, whose ``__init__`` must never run."""
     root = tmp_path_factory.mktemp("project")
-    write_tree(root, {"demo/__init__.py": "", **MODULES})
+    write_tree(root, {"demo/__init__.py": "", **MODULES, **EXTRA})
     write_tree(root, {"trap/__init__.py": "raise SystemExit('trap imported')\n", "trap/inner.py": "X = 1\n"})
     settle()
     return root
+
+
+def import_extra(cache_dir: Path, project: Path) -> None:
+    run_python("import extra\nassert extra.c.NAME == 'c'", cache_dir, cwd=project)
 
 
 def import_demo(cache_dir: Path, project: Path, **env: str) -> None:
@@ -73,14 +80,14 @@ def test_stats_by_interpreter_and_package_with_time_saved(cache_dir: Path, proje
 
 def test_list_selects_by_module_or_path_pattern(cache_dir: Path, project: Path) -> None:
     import_demo(cache_dir, project)
-    run_python("import json", cache_dir)
+    import_extra(cache_dir, project)
     entries = cli_json("list", "demo.*", cache_dir=cache_dir)["entries"]
     assert sorted(e["module"] for e in entries) == [f"demo.m{n}" for n in range(4)]
     assert all(e["python"] == TAG and e["optimize"] == 0 and e["size_bytes"] > 0 for e in entries)
     assert {e["path"] for e in entries} == {str(project / name) for name in MODULES}
-    by_path = cli_json("list", f"{project}/*", cache_dir=cache_dir)["entries"]
+    by_path = cli_json("list", f"{project}/demo/*", cache_dir=cache_dir)["entries"]
     assert len(by_path) == 5
-    table = run_cli("list", "json*", cache_dir=cache_dir).stdout
+    table = run_cli("list", "extra*", cache_dir=cache_dir).stdout
     assert table.splitlines()[0].split() == ["module", "python", "opt", "size", "last", "use", "source"]
     assert "demo" not in table
 
@@ -115,6 +122,8 @@ def test_explain_source_changed_and_untrusted_cache(cache_dir: Path, tmp_path: P
     changed = explain("edited", cache_dir, tree)
     assert changed["verdict"] == "source changed"
     assert any("settled" in note for note in changed["notes"])
+    py_compile.compile(str(tree / "edited.py"))  # now stock Python would use the pyc
+    assert explain("edited", cache_dir, tree)["verdict"] == "stock pyc"
     os.chmod(cache_dir, 0o777)
     assert explain("edited", cache_dir, tree)["verdict"] == "untrusted"
 
@@ -124,7 +133,7 @@ def test_explain_source_changed_and_untrusted_cache(cache_dir: Path, tmp_path: P
 
 def test_clear_refuses_without_a_terminal_then_removes_a_package(cache_dir: Path, project: Path) -> None:
     import_demo(cache_dir, project)
-    run_python("import json", cache_dir)
+    import_extra(cache_dir, project)
     before = len(objects(cache_dir))
     assert_one_line_error(run_cli("clear", cache_dir=cache_dir), 2, "--yes")
     assert len(objects(cache_dir)) == before
@@ -133,7 +142,7 @@ def test_clear_refuses_without_a_terminal_then_removes_a_package(cache_dir: Path
     assert removed == 5
     assert len(objects(cache_dir)) == before - 5
     assert cli_json("list", "demo*", cache_dir=cache_dir)["entries"] == []
-    assert cli_json("list", "json*", cache_dir=cache_dir)["entries"]
+    assert cli_json("list", "extra*", cache_dir=cache_dir)["entries"]
     cli_json("clear", "--yes", cache_dir=cache_dir)
     assert objects(cache_dir) == [] and not list((cache_dir / "index").glob("*/*"))
     import_demo(cache_dir, project)  # still works, and refills it
@@ -151,7 +160,7 @@ def age(paths: list[Path], seconds: float) -> None:
 
 def test_prune_older_than_max_size_dry_run_and_stale_temporaries(cache_dir: Path, project: Path) -> None:
     import_demo(cache_dir, project)
-    run_python("import json", cache_dir)
+    import_extra(cache_dir, project)
     demo = {e["key"] for e in cli_json("list", "demo*", cache_dir=cache_dir)["entries"]}
     age([p for p in objects(cache_dir) if p.name in demo], 3 * 86400)
     shard = objects(cache_dir)[0].parent  # where writers put their temporaries
@@ -163,7 +172,7 @@ def test_prune_older_than_max_size_dry_run_and_stale_temporaries(cache_dir: Path
     dry = cli_json("prune", "--older-than", "2d", "--dry-run", cache_dir=cache_dir)
     assert (dry["removed"], dry["stale_temporaries"]) == (5, 1)
     assert {e["reason"] for e in dry["entries"]} == {"unused"}
-    assert stale.exists() and len(objects(cache_dir)) == len(demo) + 4  # json has four modules
+    assert stale.exists() and len(objects(cache_dir)) == len(demo) + 4
 
     done = cli_json("prune", "--older-than", "2d", cache_dir=cache_dir)
     assert done["removed"] == 5 and not stale.exists() and fresh.exists()
@@ -236,12 +245,32 @@ def test_verify_finds_corrupt_and_wrong_entries_and_fix_removes_them(cache_dir: 
     import_demo(cache_dir, project)  # recompiled, correct
 
 
+# warm ------------------------------------------------------------------------
+
+
+def test_warm_compiles_then_skips_reports_failures_and_keeps_the_cap(cache_dir: Path, project: Path, tmp_path: Path) -> None:
+    first = cli_json("warm", str(project / "demo"), cache_dir=cache_dir)
+    assert (first["compiled"], first["skipped"], first["failed"]) == (5, 0, 0)
+    again = cli_json("warm", str(project / "demo"), cache_dir=cache_dir)
+    assert (again["compiled"], again["skipped"]) == (0, 5)
+    import_demo(cache_dir, project)
+    assert cli_json("stats", cache_dir=cache_dir)["by_package"]["demo"]["hits"] == 5
+    broken = write_tree(tmp_path / "broken", {"bad.py": "def (:\n"})
+    failed = cli_json("warm", str(broken), cache_dir=cache_dir)
+    assert failed["failed"] == 1 and "SyntaxError" in failed["failures"][0]["reason"]
+    capped = tmp_path / "capped"
+    many = write_tree(tmp_path / "many", {f"m{n}.py": f"X = {n}\n" * 400 for n in range(40)})
+    result = cli_json("warm", str(many), "--jobs", "1", cache_dir=capped, AUTOCOMPILE_MAX_SIZE="64K")
+    assert result["compiled"] == 40
+    assert cli_json("stats", cache_dir=capped)["size_bytes"] <= 64 * 1024
+
+
 # export and import -----------------------------------------------------------------
 
 
 def test_export_import_round_trip_serves_imports(cache_dir: Path, project: Path, tmp_path: Path) -> None:
     import_demo(cache_dir, project)
-    run_python("import json", cache_dir)
+    import_extra(cache_dir, project)
     archive = tmp_path / "demo.zip"
     assert cli_json("export", str(archive), "demo", cache_dir=cache_dir)["entries"] == 5
     other = tmp_path / "other-cache"
@@ -303,7 +332,7 @@ def test_config_shows_each_origin(cache_dir: Path, tmp_path: Path) -> None:
     assert "config file" in run_cli("config", cache_dir=cache_dir, AUTOCOMPILE_CONFIG=str(config)).stdout
 
 
-def test_doctor_reports_storage_and_config_problems_with_line(cache_dir: Path, tmp_path: Path) -> None:
+def test_doctor_reports_storage_and_config_problems_with_line(cache_dir: Path, project: Path, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text('log = "debug"\nmax_sise = "1G"\n')
     result = run_cli("doctor", "--json", cache_dir=cache_dir, AUTOCOMPILE_CONFIG=str(config), AUTOCOMPILE_MAX_SIZE="1")
@@ -311,7 +340,7 @@ def test_doctor_reports_storage_and_config_problems_with_line(cache_dir: Path, t
     assert result.returncode == 1
     assert f"{config}:2: unknown setting 'max_sise'" in doc["problems"]
     assert doc["file_system"] and doc["free_bytes"] > 0 and doc["max_size_bytes"] == 1
-    run_python("import json", cache_dir)
+    import_extra(cache_dir, project)
     over = cli_json("doctor", cache_dir=cache_dir, AUTOCOMPILE_MAX_SIZE="1")
     assert any("over its cap" in w for w in over["warnings"])
 
@@ -332,10 +361,12 @@ def test_doctor_reports_storage_and_config_problems_with_line(cache_dir: Path, t
         (("warm", "no_such_package_xyz"), 2, "no such file, directory or package"),
         (("export", "out.zip", "no_such_package_xyz"), 1, "no cached entries for no_such_package_xyz"),
         (("verify", "--sample", "0"), 2, "not a positive whole number"),
+        (("export", "/nonexistent-dir/out.zip"), 1, "No such file or directory"),
+        (("import", "/nonexistent-dir"), 2, "no such archive"),
     ],
 )
-def test_bad_input_is_one_line_and_an_exit_code(cache_dir: Path, tmp_path: Path, args: tuple[str, ...], code: int, message: str) -> None:
-    run_python("import json", cache_dir)
+def test_bad_input_is_one_line_and_an_exit_code(cache_dir: Path, project: Path, args: tuple[str, ...], code: int, message: str) -> None:
+    import_extra(cache_dir, project)
     assert_one_line_error(run_cli(*args, cache_dir=cache_dir), code, message)
 
 

@@ -12,18 +12,6 @@ from conftest import HOOK_PRELUDE, child_env, cli_json, run_python, settle, writ
 
 from autocompile import _evict, _store
 
-#: Until the loader calls ``_evict.after_write`` itself, the tests make it do so the way it will:
-#: after each object it publishes. Once the loader does, this does nothing.
-WIRING = """
-import os, autocompile._config, autocompile._evict, autocompile._loader as loader
-if "_evict" not in loader.CodeCache.store_code.__code__.co_names:
-    _store_code, _max_size = loader.CodeCache.store_code, int(autocompile._config.load()["max_size"])
-    def store_code(self, key, code, meta):
-        path = _store_code(self, key, code, meta)
-        autocompile._evict.after_write(self.store, os.stat(path).st_size, _max_size)
-        return path
-    loader.CodeCache.store_code = store_code
-"""
 CAP = 256 * 1024
 
 
@@ -53,7 +41,7 @@ def test_cap_holds_under_concurrent_writers(cache_dir: Path, tmp_path: Path) -> 
     env = child_env(cache_dir, AUTOCOMPILE_MAX_SIZE=str(CAP))
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", HOOK_PRELUDE + WIRING + importer(name, 25)],
+            [sys.executable, "-c", HOOK_PRELUDE + importer(name, 25)],
             cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for name in names
@@ -70,7 +58,7 @@ def test_cap_holds_under_concurrent_writers(cache_dir: Path, tmp_path: Path) -> 
     assert not [p for p in cache_dir.glob("objects/*/.tmp-*")]
     # What is left still serves correct code, and what was evicted is compiled again.
     for name in names:
-        run_python(WIRING + importer(name, 25), cache_dir, cwd=tree, AUTOCOMPILE_MAX_SIZE=str(CAP))
+        run_python(importer(name, 25), cache_dir, cwd=tree, AUTOCOMPILE_MAX_SIZE=str(CAP))
     assert cache_bytes(cache_dir) <= CAP
 
 
@@ -86,7 +74,7 @@ def test_eviction_takes_least_recently_used_and_spares_temporaries(cache_dir: Pa
     in_flight = shard / ".tmp-0123456789ab-in-flight"
     in_flight.write_bytes(b"another writer's file")
     cap = cache_bytes(cache_dir) + 16 * 1024
-    run_python(WIRING + importer("new", 10), cache_dir, cwd=tree, AUTOCOMPILE_MAX_SIZE=str(cap))
+    run_python(importer("new", 10), cache_dir, cwd=tree, AUTOCOMPILE_MAX_SIZE=str(cap))
     left = {e["module"]: e["key"] for e in cli_json("list", cache_dir=cache_dir)["entries"]}
     assert cache_bytes(cache_dir) <= cap
     assert {f"new.m{n}" for n in range(10)} <= set(left)  # the fresh entries stay
@@ -94,8 +82,9 @@ def test_eviction_takes_least_recently_used_and_spares_temporaries(cache_dir: Pa
     assert in_flight.exists()
 
 
-def test_an_open_entry_survives_eviction(cache_dir: Path) -> None:
-    run_python("import json", cache_dir)
+def test_an_open_entry_survives_eviction(cache_dir: Path, tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "src", package("held", 1))
+    run_python(importer("held", 1), cache_dir, cwd=tree)
     path = next(cache_dir.glob("objects/*/*"))
     with open(path, "rb") as reader:
         cli_json("prune", "--max-size", "0", cache_dir=cache_dir)
@@ -117,9 +106,10 @@ def test_after_write_never_raises(tmp_path: Path) -> None:
     assert (result.stdout, result.stderr) == ("alive\n", "")
 
 
-def test_no_cap_means_no_accounting(cache_dir: Path) -> None:
-    run_python(WIRING + "import json", cache_dir, AUTOCOMPILE_MAX_SIZE="0")
+def test_no_cap_means_no_accounting_and_the_estimate_errs_high(cache_dir: Path, tmp_path: Path) -> None:
+    tree = write_tree(tmp_path / "src", {**package("first", 3), **package("second", 5)})
+    run_python(importer("first", 3), cache_dir, cwd=tree, AUTOCOMPILE_MAX_SIZE="0")
     assert not (cache_dir / _evict.ESTIMATE_FILE).exists()
-    run_python(WIRING + "import email.parser", cache_dir, AUTOCOMPILE_MAX_SIZE="10M")
+    run_python(importer("second", 5), cache_dir, cwd=tree, AUTOCOMPILE_MAX_SIZE="10M")
     estimate = int((cache_dir / _evict.ESTIMATE_FILE).read_text())
     assert estimate >= cache_bytes(cache_dir) > 0

@@ -1,0 +1,261 @@
+"""``autocompile pull`` and ``autocompile push``: the remote tier in batch, in parallel.
+
+Registered by ``cli.build_parser`` through :func:`add_arguments`; uses the
+command-line helpers of ``cli`` (imported when a command runs, not before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from . import _config, _loader, _remote, _store, _warm
+
+FETCHED, PUSHED, PRESENT, MISSING, FAILED, REJECTED = "fetched", "pushed", "present", "missing", "failed", "rejected"
+DEFAULT_JOBS = 16
+
+
+def add_arguments(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Add ``pull`` and ``push`` with ``cli.build_parser``'s ``command(name, handler, help)`` factory."""
+    pull = command("pull", cmd_pull, "fetch from the remote tier the compiled code of PACKAGEs or PATHs this environment needs")
+    pull.add_argument("targets", nargs="*", metavar="PATH|PACKAGE")
+    pull.add_argument("--site-packages", action="store_true", help="everything in this interpreter's site-packages")
+    pull.add_argument("--jobs", type=int, metavar="N", help=f"parallel requests (default {DEFAULT_JOBS})")
+    push = command("push", cmd_push, "upload to the remote tier the cached code of PACKAGEs or PATHs the server lacks")
+    push.add_argument("targets", nargs="*", metavar="PATH|PACKAGE")
+    push.add_argument("--site-packages", action="store_true", help="everything in this interpreter's site-packages")
+    push.add_argument("--all", action="store_true", help="every object in the local cache")
+    push.add_argument("--queue", action="store_true", help="the objects queued by imports (remote_mode = read-write)")
+    push.add_argument("--jobs", type=int, metavar="N", help=f"parallel requests (default {DEFAULT_JOBS})")
+
+
+def _remote_config(settings: _config.Settings, write: bool) -> _remote.Config:
+    from .cli import CommandError
+
+    config = _remote.Config(settings)
+    if config.mode == _remote.OFF and not config.problems:
+        raise CommandError("the remote tier is off: set remote_url and remote_mode (AUTOCOMPILE_REMOTE_URL, AUTOCOMPILE_REMOTE_MODE)")
+    if config.problems:
+        raise CommandError(config.problems[0])
+    if write and not config.writable:
+        raise CommandError("push needs remote_mode = read-write and a remote_key: without a key the remote tier is read-only")
+    return config
+
+
+def _targets(args: argparse.Namespace) -> list[str]:
+    from .cli import UsageError, _resolve_target, _site_packages
+
+    targets = list(args.targets)
+    if args.site_packages:
+        targets += _site_packages()
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
+    return [_resolve_target(target) for target in targets]
+
+
+class _Pool:
+    """Threads with one kept-alive connection each."""
+
+    def __init__(self, config: _remote.Config, jobs: int) -> None:
+        self.config = config
+        self.jobs = jobs
+        self.local = threading.local()
+        self.clients: list[_remote.Client] = []
+        self.lock = threading.Lock()
+
+    def client(self) -> _remote.Client:
+        client = getattr(self.local, "client", None)
+        if client is None:
+            client = self.local.client = _remote.Client(self.config)
+            with self.lock:
+                self.clients.append(client)
+        return client
+
+    def run(self, work: Callable[[str], tuple[str, str]], keys: list[str], progress) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+        results: list[tuple[str, str, str]] = []
+
+        def task(key: str) -> tuple[str, str, str]:
+            try:
+                return (key, *work(key))
+            except _remote.Rejected as exc:
+                return key, REJECTED, str(exc)
+            except (_remote.RemoteError, OSError) as exc:
+                return key, FAILED, str(exc)
+
+        try:
+            with ThreadPoolExecutor(self.jobs) as executor:
+                for result in executor.map(task, keys):
+                    results.append(result)
+                    progress and progress(len(results), len(keys))
+        finally:
+            for client in self.clients:
+                client.close()
+        return results
+
+    @property
+    def bytes(self) -> int:
+        return sum(client.bytes for client in self.clients)
+
+
+def _summarise(args, config, outcomes: Iterable[str], results, extra: dict, started: float, pool: _Pool) -> int:  # type: ignore[no-untyped-def]
+    from .cli import EXIT_OK, EXIT_PROBLEM, _emit, _human_size, _table
+
+    summary = {outcome: 0 for outcome in outcomes}
+    for _key, outcome, _reason in results:
+        summary[outcome] = summary.get(outcome, 0) + 1
+    for outcome, n in extra.items():
+        summary[outcome] = summary.get(outcome, 0) + n
+    failures = [{"key": key, "outcome": outcome, "reason": reason} for key, outcome, reason in results if outcome in (FAILED, REJECTED)]
+    seconds = time.monotonic() - started
+    document = {"remote": config.display_url(), **summary, "bytes": pool.bytes, "seconds": round(seconds, 3), "failures": failures}
+    lines = _table([(name, n) for name, n in summary.items()] + [("transferred", _human_size(pool.bytes)), ("time", f"{seconds:.2f} s")])
+    lines += [f"{f['outcome']}: {f['key'][:16]}: {f['reason']}" for f in failures[:20]]
+    if len(failures) > 20:
+        lines.append(f"... and {len(failures) - 20} more (see --json)")
+    _emit(args, document, lines)
+    return EXIT_PROBLEM if failures else EXIT_OK
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Fetch every object the sources under the targets need and the local cache lacks."""
+    from .cli import UsageError, _cache, _progress, _settings
+
+    paths = _targets(args)
+    if not paths:
+        raise UsageError("pull needs a PATH or PACKAGE, or --site-packages")
+    settings = _settings()
+    config = _remote_config(settings, write=False)
+    cache = _cache(settings)
+    started = time.monotonic()
+    wanted: dict[str, list[tuple[str, os.stat_result, str]]] = {}
+    present = unreadable = 0
+    for path in _warm.source_files(paths):
+        try:
+            st = os.stat(path)
+            stat_key = cache.stat_key(path, st)
+            if cache.load_indexed(stat_key) is not None:
+                present += 1
+                continue
+            with open(path, "rb") as file:
+                key = cache.content_key(file.read())
+            if cache.load_object(key) is not None:
+                cache.remember(stat_key, st, key)
+                present += 1
+                continue
+        except OSError:
+            unreadable += 1
+            continue
+        wanted.setdefault(key, []).append((path, st, stat_key))
+    pool = _Pool(config, args.jobs or DEFAULT_JOBS)
+
+    def fetch(key: str) -> tuple[str, str]:
+        found = pool.client().fetch(key)
+        if found is None:
+            return MISSING, ""
+        data, _entry = found
+        cache.store.write_object(key, data)
+        for _path, st, stat_key in wanted[key]:
+            cache.remember(stat_key, st, key)
+        return FETCHED, ""
+
+    results = pool.run(fetch, list(wanted), _progress("pulling"))
+    # Counted per source file, like ``warm``: files sharing one object count each.
+    per_file = [(key, outcome, reason) for key, outcome, reason in results for _ in wanted[key]]
+    return _summarise(args, config, (FETCHED, PRESENT, MISSING, FAILED, REJECTED), per_file,
+                      {PRESENT: present, FAILED: unreadable}, started, pool)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Upload the local objects of the targets (or all, or the queued ones) that the server lacks."""
+    from .cli import UsageError, _cache, _progress, _settings
+
+    paths = _targets(args)
+    if not (paths or args.all or args.queue):
+        raise UsageError("push needs a PATH or PACKAGE, --site-packages, --all or --queue")
+    settings = _settings()
+    config = _remote_config(settings, write=True)
+    cache = _cache(settings)
+    started = time.monotonic()
+    keys: dict[str, None] = {}
+    not_cached = 0
+    for path in _warm.source_files(paths):
+        try:
+            with open(path, "rb") as file:
+                keys[cache.content_key(file.read())] = None
+        except OSError:
+            not_cached += 1
+    if args.all:
+        keys.update(dict.fromkeys(_local_keys(cache.store)))
+    if args.queue:
+        keys.update(dict.fromkeys(_remote.take_queue(cache.store.root)))
+    pool = _Pool(config, args.jobs or DEFAULT_JOBS)
+
+    def upload(key: str) -> tuple[str, str]:
+        data = cache.store.read(cache.store.object_path(key))
+        if data is None:
+            return MISSING, "not in the local cache"
+        try:
+            _store.unpack(data, key)
+        except _store.CorruptEntry as exc:
+            return FAILED, f"local object is corrupt: {exc}"
+        client = pool.client()
+        if client.has(key):
+            return PRESENT, ""
+        client.upload(key, data)
+        return PUSHED, ""
+
+    results = pool.run(upload, list(keys), _progress("pushing"))
+    return _summarise(args, config, (PUSHED, PRESENT, MISSING, FAILED), results, {MISSING: not_cached}, started, pool)
+
+
+def _local_keys(store: _store.Store) -> list[str]:
+    keys = []
+    try:
+        shards = sorted(os.listdir(store.objects))
+    except OSError:
+        return keys
+    for shard in shards:
+        try:
+            names = sorted(os.listdir(os.path.join(store.objects, shard)))
+        except OSError:
+            continue
+        keys += [name for name in names if len(name) == 64 and not _store.is_temporary(name)]
+    return keys
+
+
+def explain_remote(settings: _config.Settings, cache: _loader.CodeCache, key: str) -> tuple[str, str]:
+    """For ``explain``: whether a local miss of ``key`` would be served by the remote tier."""
+    return _remote.explain(settings, cache, key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m autocompile._remote_cli pull|push ...``: the commands, before ``cli`` registers them."""
+    from . import cli
+
+    parser = cli._Parser(prog="autocompile")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=cli._Parser)
+    commands.required = True
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add_arguments(command)
+    original = cli.build_parser
+    cli.build_parser = lambda: parser  # type: ignore[assignment]
+    try:
+        return cli.main(argv)
+    finally:
+        cli.build_parser = original  # type: ignore[assignment]
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
