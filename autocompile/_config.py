@@ -8,6 +8,7 @@ exists, and the config file is found with one ``stat``.
 import os
 import sys
 
+from . import _profiles
 from ._bootstrap import is_true
 from ._location import user_cache_dir, user_config_file
 
@@ -243,6 +244,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         if variable == "AUTOCOMPILE_DISABLE":
             value = not value
         settings.set(name, value, f"environment {variable}")
+    _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, settings.problems)
     if settings["cache_dir"] is None:
         try:
             settings.set("cache_dir", user_cache_dir(), "default")

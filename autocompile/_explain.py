@@ -16,7 +16,7 @@ import os
 import sys
 from time import time_ns
 
-from . import _config, _finder, _loader, _location, _manage, _stats, _store
+from . import _config, _finder, _loader, _location, _manage, _profiles, _stats, _store
 
 HIT, STOCK_PYC, REUSED, COMPILE = "hit", "stock pyc", "reused", "compile"
 CHANGED, OTHER_BUILD = "source changed", "other interpreter"
@@ -82,15 +82,23 @@ def explain(fullname: str, settings: _config.Settings) -> dict[str, object]:
     untrusted = _location.describe_untrusted(root) if os.path.isdir(root) else None
     if untrusted:
         return _verdict(document, UNTRUSTED, f"cache untrusted, the standard import is used: {untrusted}")
-    return _lookup(document, spec.loader, origin, root, settings)  # type: ignore[arg-type]
+    rules = _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, [])
+    rule = _profiles.Rules(rules).match(fullname, origin) if rules else None
+    document.update(profile=(rule.profile if rule else "") or "none", profile_rule=str(rule) if rule else None)
+    return _lookup(document, spec.loader, origin, root, settings, rule.profile if rule else "")  # type: ignore[arg-type]
 
 
 def _lookup(
-    document: dict[str, object], loader: importlib.machinery.SourceFileLoader, origin: str, root: str, settings: _config.Settings
+    document: dict[str, object],
+    loader: importlib.machinery.SourceFileLoader,
+    origin: str,
+    root: str,
+    settings: _config.Settings,
+    profile: str,
 ) -> dict[str, object]:
     """The loader's own decision: index by ``stat``, a stock pyc, the object by content, else compile."""
     notes: list[str] = document["notes"]  # type: ignore[assignment]
-    cache = _loader.CodeCache(_store.Store(root, writable=False), sys.flags.optimize)
+    cache = _loader.CodeCache(_store.Store(root, writable=False), sys.flags.optimize, profile)
     st = os.stat(origin)
     with open(origin, "rb") as file:
         source = file.read()
@@ -108,12 +116,20 @@ def _lookup(
         return _verdict(document, REUSED, "miss: no index entry for the file as it is now, but the same content is "
                         f"cached ({cache.store.object_path(content_key)}): reused without compiling, then indexed")
     same_path = [r for r in _manage.records(root) if r.is_object() and r.meta.get("path") == origin]
-    ours = [r for r in same_path if r.meta.get("tag") == _stats._TAG and r.meta.get("optimize") == str(cache.optimize)]
+    ours = [
+        r
+        for r in same_path
+        if r.meta.get("tag") == _stats._TAG and r.meta.get("optimize") == str(cache.optimize) and r.meta.get("profile", "") == profile
+    ]
     if ours:
         return _verdict(document, CHANGED, "miss: the source changed since it was cached: it will be compiled")
     if same_path:
-        builds = sorted({f"{r.meta.get('tag')} optimize={r.meta.get('optimize')}" for r in same_path})
-        return _verdict(document, OTHER_BUILD, f"miss: cached only for another interpreter or optimize level ({', '.join(builds)}): it will be compiled")
+        builds = sorted(
+            {f"{r.meta.get('tag')} optimize={r.meta.get('optimize')} profile={r.meta.get('profile') or 'none'}" for r in same_path}
+        )
+        return _verdict(
+            document, OTHER_BUILD, f"miss: cached only for another interpreter, optimize level or profile ({', '.join(builds)}): it will be compiled"
+        )
     return _verdict(document, COMPILE, "miss: never cached: it will be compiled and stored")
 
 

@@ -344,6 +344,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     rows = [("module", args.module), ("source", document["origin"] or "-"), ("cache directory", document["cache_dir"])]
     rows += [(name.replace("_", " "), document[name]) for name in ("optimize", "stat_key", "content_key") if name in document]
+    if "profile" in document:
+        rows.append(("profile", f"{document['profile']} ({document['profile_rule'] or 'no rule matches'})"))
     rows.append(("verdict", document["verdict"]))
     lines = _table(rows) + ["", str(document["reason"])] + [f"note: {note}" for note in document["notes"]]  # type: ignore[union-attr]
     _emit(args, document, lines)

@@ -81,3 +81,22 @@ def test_most_specific_rule_wins(name: str, path: str, expected: str | None) -> 
     rule = rules.match(name, path)
     kinds = {"pkg.mod": "exact", "pkg.*": "glob", "pkg": "top", "*/vendored/*": "path"}
     assert (kinds[rule.pattern] if rule else None) == expected
+
+
+def test_explain_names_the_profile_and_its_rule(tmp_path: Path, cache_dir: Path) -> None:
+    from conftest import cli_json
+
+    write_tree(tmp_path, PACKAGES)
+    document = cli_json(
+        "explain", "lean.core", cache_dir=cache_dir, PYTHONPATH=f"{tmp_path}:{Path(__file__).resolve().parent.parent}",
+        AUTOCOMPILE_PROFILES="lean=strip-docstrings;lean.core=strip-asserts",
+    )
+    assert document["profile"] == "strip-asserts"
+    assert document["profile_rule"] == "lean.core=strip-asserts (environment AUTOCOMPILE_PROFILES)"
+
+
+def test_doctor_reports_bad_rules(tmp_path: Path, cache_dir: Path) -> None:
+    from conftest import cli_json
+
+    doctor = cli_json("doctor", cache_dir=cache_dir, AUTOCOMPILE_PROFILES="lean=turbo")
+    assert any("unknown profile 'turbo'" in problem for problem in doctor["problems"])
