@@ -144,21 +144,15 @@ def _update_estimate(root: str, change) -> int | None:  # type: ignore[no-untype
 
     ``old`` is ``None`` when there is no estimate yet (a cache from before the cap).
     """
-    import fcntl
+    result: list[int | None] = []
 
-    fd = os.open(os.path.join(root, ESTIMATE_FILE), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        text = os.read(fd, 64).strip()
-        new = change(int(text) if text.isdigit() else None)
-        if new is not None:
-            data = str(new).encode()
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, data)
-            os.ftruncate(fd, len(data))
-        return new
-    finally:
-        os.close(fd)
+    def updated(old: bytes) -> bytes | None:
+        text = old.strip()
+        result.append(change(int(text) if text.isdigit() else None))
+        return None if result[0] is None else str(result[0]).encode()
+
+    _store.update_locked(os.path.join(root, ESTIMATE_FILE), updated)
+    return result[0]
 
 
 def _try_lock(root: str) -> int | None:

@@ -58,21 +58,13 @@ def bucket_paths(root: str) -> list[str]:
 
 def update_bucket(path: str, change: "Counts | None") -> Counts:
     """Add ``change`` to the counts in ``path`` under a lock (``None`` empties it); return the old counts."""
-    import fcntl
+    from ._store import update_locked
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        size = os.fstat(fd).st_size
-        old = parse(os.read(fd, size).decode("utf-8", "replace")) if size else {}
-        new = {} if change is None else merge(old, change)
-        data = format_counts(new).encode()
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, data)
-        os.ftruncate(fd, len(data))
-        return old
-    finally:
-        os.close(fd)
+    def updated(old: bytes) -> bytes:
+        counts = {} if change is None else merge(parse(old.decode("utf-8", "replace")), change)
+        return format_counts(counts).encode()
+
+    return parse(update_locked(path, updated).decode("utf-8", "replace"))
 
 
 def flush(root: str) -> None:

@@ -253,3 +253,25 @@ def write_atomic(path: str, data: bytes) -> None:
         _unlink(temporary)
         raise
     _replace(temporary, path)
+
+
+def update_locked(path: str, change) -> bytes:  # type: ignore[no-untyped-def]
+    """Replace a small file's bytes with ``change(old)`` under an advisory lock; return the old bytes.
+
+    For counters shared by every process (statistics, the size estimate): one
+    ``flock`` per update, no write when ``change`` returns ``None``. POSIX only.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        old = os.read(fd, os.fstat(fd).st_size)
+        new = change(old)
+        if new is not None:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, new)
+            os.ftruncate(fd, len(new))
+        return old
+    finally:
+        os.close(fd)

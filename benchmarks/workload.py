@@ -103,6 +103,8 @@ def synthetic_workload(pkg):
 
 
 def main(argv):
+    list_modules = "--list-modules" in argv
+    argv = [a for a in argv if a != "--list-modules"]
     if len(argv) >= 2 and argv[0] == "--synthetic":
         synthetic_workload(argv[1])
     else:
@@ -110,6 +112,8 @@ def main(argv):
     # diagnostic: how many entries belong to autocompile itself (0 when stock)
     own = [m for m in sys.modules if m == "autocompile" or m.startswith(("autocompile.", "_autocompile"))]
     print("autocompile-modules: %d" % len(own))
+    if list_modules:
+        print("modules: " + " ".join(sorted(sys.modules)))
     print(len(sys.modules))
 
 
