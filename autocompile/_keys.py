@@ -34,14 +34,20 @@ def code_context(optimize: int, profile: str = "") -> bytes:
     return b"\0".join(parts)
 
 
+_hashers: dict[bytes, object] = {}
+
+
 def _digest(context: bytes, data: bytes) -> str:
-    try:  # _blake2 itself: hashlib would load OpenSSL, a few ms at start-up
-        from _blake2 import blake2b
-    except ImportError:  # pragma: no cover - interpreters built without _blake2
-        from hashlib import blake2b
-    hasher = blake2b(digest_size=KEY_BYTES, person=b"autocompile")
-    hasher.update(len(context).to_bytes(4, "little"))
-    hasher.update(context)
+    """BLAKE2b-256 of ``context`` (length-prefixed) and ``data``; the context's state is kept."""
+    prototype = _hashers.get(context)
+    if prototype is None:
+        try:  # _blake2 itself: hashlib would load OpenSSL, a few ms at start-up
+            from _blake2 import blake2b
+        except ImportError:  # pragma: no cover - interpreters built without _blake2
+            from hashlib import blake2b
+        prototype = blake2b(len(context).to_bytes(4, "little") + context, digest_size=KEY_BYTES, person=b"autocompile")
+        _hashers[context] = prototype
+    hasher = prototype.copy()  # type: ignore[attr-defined]
     hasher.update(data)
     return hasher.hexdigest()
 
@@ -57,10 +63,8 @@ def stat_key(context: bytes, path: str, st: os.stat_result) -> str:
     ``st_ctime_ns`` changes on every write, rename and ``touch -r``, so an edit
     that keeps the size and restores the modification time still changes the key.
     """
-    fingerprint = "\0".join(
-        (path, str(st.st_size), str(st.st_mtime_ns), str(st.st_ctime_ns), str(st.st_ino), str(st.st_dev))
-    )
-    return _digest(context, os.fsencode(fingerprint))
+    fingerprint = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
+    return _digest(context, fingerprint.encode("utf-8", "surrogateescape"))
 
 
 def source_hash(source: bytes) -> bytes:
