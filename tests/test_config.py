@@ -5,23 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
 import pytest
 
 from autocompile import _config
 from conftest import run_python, write_tree
-
-
-def test_default_directories_match_platformdirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for xdg in (None, str(tmp_path / "xdg")):
-        if xdg is None:
-            monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-            monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-        else:
-            monkeypatch.setenv("XDG_CACHE_HOME", xdg)
-            monkeypatch.setenv("XDG_CONFIG_HOME", xdg)
-        assert _config.user_cache_dir() == platformdirs.user_cache_dir("autocompile")
-        assert _config.user_config_file() == os.path.join(platformdirs.user_config_dir("autocompile"), "config.toml")
 
 
 @pytest.mark.parametrize(

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import textwrap
-import time
 import zipfile
 from pathlib import Path
 

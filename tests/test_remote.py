@@ -1,0 +1,469 @@
+"""The remote tier against a real nginx (WebDAV ``PUT``) on a loopback port, and a faulty proxy.
+
+Skipped as a whole when nginx cannot be started (``.ci/run`` installs it on Debian).
+Only 127.0.0.1 is ever contacted.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import marshal
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from autocompile import _config, _loader, _remote, _store
+
+from conftest import child_env, run_python, settle, write_tree
+
+KEY = "team-key-for-tests"
+MODULES = {f"rpkg/m{i}.py": f"VALUE = {i} * 7\ndef f():\n    return {i!r}\n" for i in range(12)}
+MODULES["rpkg/__init__.py"] = "NAME = 'rpkg'\n"
+IMPORT_ALL = "import rpkg\n" + "".join(f"import rpkg.m{i}\n" for i in range(12))
+CHECK_ALL = IMPORT_ALL + "assert [getattr(rpkg, f'm{i}').VALUE for i in range(12)] == [i * 7 for i in range(12)]\nprint('OK')\n"
+
+#: Read-through in the child: the real wiring when ``_loader``/``_bootstrap`` call ``_remote``,
+#: else the same call at the same point (after a local content-key miss) patched in.
+SHIM = """
+from autocompile import _bootstrap as _b, _config as _c, _loader as _l
+_finder = _b.active_finder()
+_settings = _c.load()
+if _finder is not None and _settings["remote_mode"] != "off":
+    if getattr(_finder.cache, "remote", None) is None:
+        _finder.cache.remote = _settings
+    if "fetch_for_import" not in open(_l.__file__).read():
+        _original = _l.CodeCache.load_object
+        def _load_object(self, key, _original=_original):
+            code = _original(self, key)
+            if code is None and getattr(self, "remote", None) is not None:
+                from autocompile import _remote
+                code = _remote.fetch_for_import(self, key, "?")
+            return code
+        _l.CodeCache.load_object = _load_object
+"""
+
+
+# A real nginx ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _nginx_binary() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    binary = _nginx_binary()
+    if binary is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    prefix = tmp_path_factory.mktemp("nginx")
+    (prefix / "root").mkdir()
+    (prefix / "body").mkdir()
+    port = _free_port()
+    (prefix / "nginx.conf").write_text(
+        f"""
+daemon off;
+master_process off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    server {{
+        listen 127.0.0.1:{port};
+        root {prefix}/root;
+        location / {{
+            dav_methods PUT;
+            create_full_put_path on;
+            dav_access user:rw;
+            client_max_body_size 64m;
+        }}
+    }}
+}}
+"""
+    )
+    process = subprocess.Popen(
+        [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.skip(f"nginx did not start: {process.stderr.read().decode(errors='replace')[-500:]}")  # type: ignore[union-attr]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.skip("nginx did not listen in time")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("PUT", "/probe/x", body=b"x")
+    status = connection.getresponse().status
+    connection.close()
+    if status not in (200, 201, 204):
+        process.kill()
+        pytest.skip(f"this nginx does not take PUT (HTTP {status}): no WebDAV module")
+    yield {"port": port, "root": prefix / "root"}
+    process.terminate()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+_bases = iter(range(1_000_000))
+
+
+@pytest.fixture
+def base(nginx) -> str:  # type: ignore[no-untyped-def]
+    """A fresh, empty namespace on the server for each test."""
+    return f"http://127.0.0.1:{nginx['port']}/t{next(_bases)}-{os.getpid()}"
+
+
+# A faulty proxy in front of it ---------------------------------------------------------------
+
+
+class FaultyProxy:
+    """Forwards to nginx; ``mode`` is pass, slow, error (500s), tamper (a flipped byte in CAS bodies) or drip."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.mode = "pass"
+        self.delay = 3.0
+        self.requests = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                proxy.requests += 1
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy.mode == "slow":
+                    time.sleep(proxy.delay)
+                if proxy.mode == "error":
+                    self.send_response(500)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=10)
+                upstream.request(self.command, self.path, body=body if self.command == "PUT" else None)
+                response = upstream.getresponse()
+                data = response.read()
+                upstream.close()
+                if proxy.mode == "tamper" and self.command == "GET" and "/cas/" in self.path and data:
+                    data = data[:-1] + bytes((data[-1] ^ 1,))
+                self.send_response(response.status)
+                self.send_header("Content-Length", str(len(data) if self.command != "HEAD" else response.getheader("Content-Length") or 0))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                if proxy.mode == "drip":
+                    for i in range(len(data)):
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                else:
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_HEAD = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxy(nginx):  # type: ignore[no-untyped-def]
+    faulty = FaultyProxy(nginx["port"])
+    yield faulty
+    faulty.close()
+
+
+# Helpers --------------------------------------------------------------------------------------
+
+
+def remote_env(url: str, **extra: str | None) -> dict[str, str]:
+    env = {"AUTOCOMPILE_REMOTE_URL": url, "AUTOCOMPILE_REMOTE_MODE": "read-write", "AUTOCOMPILE_REMOTE_KEY": KEY}
+    env.update(extra)
+    return {name: value for name, value in env.items() if value is not None}
+
+
+def config_of(url: str, **extra: str | None) -> _remote.Config:
+    """The remote tier's configuration a process with ``remote_env(url, **extra)`` would have."""
+    return _remote.Config(_config.load({**remote_env(url, **extra), "AUTOCOMPILE_CONFIG": os.devnull + ".missing"}))
+
+
+def remote_cli(*args: str, cache_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``autocompile pull|push`` (through ``_remote_cli`` until ``cli`` registers them)."""
+    from autocompile import cli
+
+    registered = "pull" in cli.build_parser().format_help()
+    module = "autocompile" if registered else "autocompile._remote_cli"
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], env=child_env(cache_dir, **env), capture_output=True, text=True, timeout=300
+    )
+
+
+def remote_json(*args: str, cache_dir: Path, **env: str) -> dict:
+    result = remote_cli(*args, "--json", cache_dir=cache_dir, **env)
+    assert result.returncode in (0, 1), result.stderr
+    return json.loads(result.stdout)
+
+
+def outcomes(stderr: str) -> dict[str, int]:
+    """``AUTOCOMPILE_LOG=debug`` lines, counted by outcome (``compiled``, ``hit``, ``remote hit`` ...)."""
+    counts: dict[str, int] = {}
+    for line in stderr.splitlines():
+        if line.startswith("autocompile: ") and ": " in line[13:]:
+            outcome = line[13:].split(": ", 1)[1].split(" (")[0].split(";")[0]
+            counts[outcome] = counts.get(outcome, 0) + 1
+    return counts
+
+
+def import_all(tree: Path, cache: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    code = SHIM + "import time\n_t = time.perf_counter()\n" + CHECK_ALL + "print('ELAPSED', time.perf_counter() - _t)\n"
+    result = run_python(code, cache, cwd=tree, AUTOCOMPILE_LOG="debug", **env)
+    assert "OK" in result.stdout, result.stderr
+    elapsed = float(result.stdout.split("ELAPSED")[1])
+    return result, elapsed
+
+
+@pytest.fixture
+def machines(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Two machines' worth: the same sources at two paths, two empty cache directories."""
+    first = write_tree(tmp_path / "a" / "venv" / "site", MODULES)
+    second = write_tree(tmp_path / "b" / "other-venv" / "lib", MODULES)
+    settle()
+    return first, tmp_path / "cache-a", second, tmp_path / "cache-b"
+
+
+def publish(tree: Path, cache: Path, url: str) -> dict:
+    """Machine A: compile by importing, then push."""
+    run_python(CHECK_ALL, cache, cwd=tree)
+    return remote_json("push", str(tree / "rpkg"), cache_dir=cache, **remote_env(url))
+
+
+# Tests: the two-machine round trip -----------------------------------------------------------
+
+
+def test_push_then_pull_into_an_empty_cache_serves_imports_with_zero_compiles(machines, base):  # type: ignore[no-untyped-def]
+    tree_a, cache_a, tree_b, cache_b = machines
+    pushed = publish(tree_a, cache_a, base)
+    assert (pushed["pushed"], pushed["failed"]) == (13, 0), pushed
+    again = remote_json("push", str(tree_a / "rpkg"), cache_dir=cache_a, **remote_env(base))
+    assert (again["pushed"], again["present"]) == (0, 13)
+
+    pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
+    assert (pulled["fetched"], pulled["missing"], pulled["failed"], pulled["rejected"]) == (13, 0, 0, 0), pulled
+    result, _ = import_all(tree_b, cache_b)  # remote tier off: all local now
+    assert outcomes(result.stderr) == {"hit": 13}, result.stderr
+
+    repeat = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
+    assert (repeat["fetched"], repeat["present"]) == (0, 13)
+
+
+def test_pull_reports_what_the_server_lacks(machines, base):  # type: ignore[no-untyped-def]
+    _tree_a, _cache_a, tree_b, cache_b = machines
+    pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base))
+    assert (pulled["fetched"], pulled["missing"]) == (0, 13)
+
+
+def test_read_through_serves_a_miss_within_the_budget(machines, base):  # type: ignore[no-untyped-def]
+    tree_a, cache_a, tree_b, cache_b = machines
+    publish(tree_a, cache_a, base)
+    result, _ = import_all(tree_b, cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read", AUTOCOMPILE_REMOTE_BUDGET_MS="2000"))
+    seen = outcomes(result.stderr)
+    assert seen.get("remote hit") == 13 and "compiled" not in seen, result.stderr
+    # Fetched objects are now local: the next start is all hits, without the network.
+    result, _ = import_all(tree_b, cache_b)
+    assert outcomes(result.stderr) == {"hit": 13}
+
+
+def test_read_write_queues_misses_and_push_queue_drains_them(machines, base):  # type: ignore[no-untyped-def]
+    tree_a, cache_a, tree_b, cache_b = machines
+    result, _ = import_all(tree_a, cache_a, **remote_env(base, AUTOCOMPILE_REMOTE_BUDGET_MS="2000"))
+    assert outcomes(result.stderr).get("compiled") == 13
+    assert len((cache_a / _remote.QUEUE_FILE).read_text().split()) == 13
+    drained = remote_json("push", "--queue", cache_dir=cache_a, **remote_env(base))
+    assert drained["pushed"] == 13 and not (cache_a / _remote.QUEUE_FILE).exists()
+    pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base))
+    assert pulled["fetched"] == 13
+
+
+# Tests: the network failing in every way ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["down", "slow", "error", "drip"])
+def test_a_failing_server_costs_at_most_the_budget_once(machines, base, proxy, mode):  # type: ignore[no-untyped-def]
+    tree_a, cache_a, tree_b, cache_b = machines
+    url = base.replace(str(base.split("/")[2]), f"127.0.0.1:{proxy.port}")
+    publish(tree_a, cache_a, url)
+    if mode == "down":
+        url = f"http://127.0.0.1:{_free_port()}/nothing"
+    proxy.mode = mode
+    result, elapsed = import_all(tree_b, cache_b, **remote_env(url, AUTOCOMPILE_REMOTE_MODE="read", AUTOCOMPILE_REMOTE_BUDGET_MS="100"))
+    seen = outcomes(result.stderr)
+    assert seen.get("remote error") == 1 and seen.get("compiled") == 13, result.stderr  # then the breaker is open
+    assert elapsed < 1.5, elapsed  # one budget (100 ms) plus 13 compiles, not 13 x 3 s
+    assert float((cache_b / _remote.BREAKER_FILE).read_text()) > time.time()
+    # Another process sees the open breaker and does not ask at all.
+    requests = proxy.requests
+    shutil.rmtree(cache_b / "objects")
+    shutil.rmtree(cache_b / "index")
+    result, _ = import_all(tree_b, cache_b, **remote_env(url, AUTOCOMPILE_REMOTE_MODE="read", AUTOCOMPILE_REMOTE_BUDGET_MS="100"))
+    assert "remote error" not in outcomes(result.stderr) and proxy.requests == requests
+
+
+def test_tampered_bodies_are_rejected_and_never_run(machines, base, proxy):  # type: ignore[no-untyped-def]
+    tree_a, cache_a, tree_b, cache_b = machines
+    url = base.replace(str(base.split("/")[2]), f"127.0.0.1:{proxy.port}")
+    publish(tree_a, cache_a, url)
+    proxy.mode = "tamper"
+    pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(url))
+    assert (pulled["fetched"], pulled["rejected"]) == (0, 13), pulled
+    result, _ = import_all(tree_b, cache_b, **remote_env(url, AUTOCOMPILE_REMOTE_BUDGET_MS="2000"))
+    seen = outcomes(result.stderr)
+    assert seen.get("remote rejected") == 1 and seen.get("compiled") == 13, result.stderr
+
+
+def _forge(url: str, tree: Path, signing_key: bytes | None, marker: Path) -> None:
+    """A writer without the team key plants code for rpkg.m3 at the address readers look up."""
+    cache = _loader.CodeCache(_store.Store(str(tree / "unused"), writable=False), sys.flags.optimize)
+    path = tree / "rpkg" / "m3.py"
+    key = cache.content_key(path.read_bytes())
+    evil = compile(f"open({str(marker)!r}, 'w').write('pwned')\nVALUE = -1\n", str(path), "exec")
+    data = _store.pack(_store.KIND_CODE, key, marshal.dumps(evil), {"name": "rpkg.m3"})
+    reader = config_of(url)  # the readers' address: the strongest attacker knows it
+    writer = config_of(url, AUTOCOMPILE_REMOTE_KEY=None)
+    writer.key = signing_key
+    blob = _remote.seal(writer, data)
+    import hashlib
+
+    digest = hashlib.sha256(blob).hexdigest()
+    client = _remote.Client(reader)
+    client.put(f"cas/{digest}", blob)
+    client.put(f"ac/{_remote.ac_digest(reader, key)}", _remote.pointer(key, digest, len(blob)))
+    client.close()
+
+
+@pytest.mark.parametrize("signing_key", [b"not-the-team-key", None], ids=["wrong-key", "unsigned"])
+def test_forged_objects_are_rejected_and_never_run(machines, base, signing_key, tmp_path):  # type: ignore[no-untyped-def]
+    _tree_a, _cache_a, tree_b, cache_b = machines
+    marker = tmp_path / "pwned"
+    _forge(base, tree_b, signing_key, marker)
+    pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base))
+    assert (pulled["rejected"], pulled["missing"], pulled["fetched"]) == (1, 12, 0), pulled
+    result, _ = import_all(tree_b, cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_BUDGET_MS="2000"))
+    assert outcomes(result.stderr).get("remote rejected") == 1
+    assert not marker.exists()
+
+
+def test_unsigned_objects_need_explicit_trust(machines, base, tmp_path):  # type: ignore[no-untyped-def]
+    _tree_a, _cache_a, tree_b, cache_b = machines
+    unsigned = remote_env(base, AUTOCOMPILE_REMOTE_MODE="read", AUTOCOMPILE_REMOTE_KEY=None)
+    # Without a key and without remote_trust = "unsigned", the tier is off: nothing is asked.
+    result = remote_cli("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **unsigned)
+    assert result.returncode == 1 and "remote_trust" in result.stderr
+    # Push never works without a key.
+    result = remote_cli("push", "--all", cache_dir=cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_KEY=None, AUTOCOMPILE_REMOTE_TRUST="unsigned"))
+    assert result.returncode == 1 and "read-only" in result.stderr
+
+
+def test_unsigned_trust_reads_unsigned_objects(machines, base, tmp_path):  # type: ignore[no-untyped-def]
+    _tree_a, _cache_a, tree_b, cache_b = machines
+    unsigned = remote_env(base, AUTOCOMPILE_REMOTE_MODE="read", AUTOCOMPILE_REMOTE_KEY=None, AUTOCOMPILE_REMOTE_TRUST="unsigned")
+    config = config_of(base, AUTOCOMPILE_REMOTE_MODE="read", AUTOCOMPILE_REMOTE_KEY=None, AUTOCOMPILE_REMOTE_TRUST="unsigned")
+    cache = _loader.CodeCache(_store.Store(str(tmp_path / "x"), writable=False), sys.flags.optimize)
+    source = (tree_b / "rpkg" / "m1.py").read_bytes()
+    key = cache.content_key(source)
+    data = _store.pack(_store.KIND_CODE, key, marshal.dumps(compile(source, "m1.py", "exec")), {})
+    client = _remote.Client(config)
+    writer = config
+    blob = _remote.seal(writer, data)
+    import hashlib
+
+    digest = hashlib.sha256(blob).hexdigest()
+    client.put(f"cas/{digest}", blob)
+    client.put(f"ac/{_remote.ac_digest(config, key)}", _remote.pointer(key, digest, len(blob)))
+    client.close()
+    pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **unsigned)
+    assert (pulled["fetched"], pulled["missing"]) == (1, 12)
+    # The same unsigned object is rejected by a reader that has a key.
+    keyed = remote_json("pull", str(tree_b / "rpkg"), cache_dir=tmp_path / "keyed", **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
+    assert keyed["fetched"] == 0 and keyed["missing"] == 13  # another namespace: it is not even found
+
+
+# Tests: no server needed ----------------------------------------------------------------------
+
+
+def test_envelope_checks() -> None:
+    config = config_of("http://127.0.0.1:9/x")
+    key = "ab" * 32
+    data = _store.pack(_store.KIND_CODE, key, marshal.dumps(compile("X = 1", "m", "exec")), {})
+    blob = _remote.seal(config, data)
+    assert _remote.open_envelope(config, blob, key).key == key
+    with pytest.raises(_remote.Rejected, match="key does not match"):
+        _remote.open_envelope(config, blob, "cd" * 32)
+    flipped = blob[:-1] + bytes((blob[-1] ^ 1,))
+    with pytest.raises(_remote.Rejected, match="signature"):
+        _remote.open_envelope(config, flipped, key)
+    other = config_of("http://127.0.0.1:9/x", AUTOCOMPILE_REMOTE_KEY="other")
+    with pytest.raises(_remote.Rejected, match="signature"):
+        _remote.open_envelope(other, blob, key)
+    assert _remote.ac_digest(config, key) != _remote.ac_digest(other, key)
+    with pytest.raises(_remote.Rejected, match="another content key"):
+        _remote.read_pointer(_remote.pointer(key, "00" * 32, 10), "cd" * 32)
+
+
+def test_settings_and_secrets_are_never_shown(tmp_path: Path) -> None:
+    env = remote_env("http://user:hunter2@127.0.0.1:9/base", AUTOCOMPILE_REMOTE_TOKEN="tok-SECRET", AUTOCOMPILE_REMOTE_KEY="key-SECRET")
+    result = subprocess.run(
+        [sys.executable, "-m", "autocompile", "config", "--json"], env=child_env(tmp_path / "c", **env), capture_output=True, text=True
+    )
+    for secret in ("hunter2", "tok-SECRET", "key-SECRET"):
+        assert secret not in result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    assert document["settings"]["remote_mode"]["value"] == "read-write" and not document["problems"]
+    settings = _config.load({**env, "AUTOCOMPILE_CONFIG": os.devnull + ".missing", "AUTOCOMPILE_REMOTE_BUDGET_MS": "7"})
+    assert settings["remote_budget_ms"] == 7.0
+    config = _remote.Config(settings)
+    assert config.auth == "Bearer tok-SECRET" and config.key == b"key-SECRET" and config.display_url() == "http://127.0.0.1:9/base"
+    bad = _config.load({"AUTOCOMPILE_CONFIG": os.devnull + ".missing", "AUTOCOMPILE_REMOTE_MODE": "sometimes"})
+    assert bad.problems and bad["remote_mode"] == "off"
+
+
+def test_the_hook_does_not_import_the_remote_client_without_a_miss(machines, base):  # type: ignore[no-untyped-def]
+    tree_a, cache_a, _tree_b, _cache_b = machines
+    run_python(CHECK_ALL, cache_a, cwd=tree_a)
+    settle()
+    run_python(CHECK_ALL, cache_a, cwd=tree_a)
+    code = SHIM + CHECK_ALL + "import sys\nprint(sorted(m for m in ('http.client', 'ssl', 'hashlib', 'autocompile._remote') if m in sys.modules))\n"
+    result = run_python(code, cache_a, cwd=tree_a, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
