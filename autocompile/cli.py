@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _archive, _bootstrap, _config, _evict, _explain, _loader, _location, _manage, _stats, _store, _warm
+from . import _archive, _bootstrap, _config, _evict, _explain, _loader, _location, _manage, _stats, _store, _suggest, _warm
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -518,6 +518,42 @@ def _show(value: object) -> str:
     return str(value) if value not in (None, "") else "-"
 
 
+def cmd_optimize(args: argparse.Namespace) -> int:
+    if not (args.suggest or args.apply):
+        raise UsageError("optimize needs --suggest (the only mode so far; --apply implies it)")
+    for package in args.packages:
+        if not package.replace(".", "").replace("_", "").replace("-", "").isalnum():
+            raise UsageError(f"not a package name: {package}")
+    config_file = os.environ.get("AUTOCOMPILE_CONFIG") or _location.user_config_file()
+    if args.apply:
+        try:
+            _suggest.read_config(config_file)  # before a long scan: a broken file fails now
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    try:
+        suggested, excluded, scanned = _suggest.suggest(_site_packages(), args.packages)
+    except _suggest.UnknownPackage as exc:
+        raise UsageError(str(exc)) from None
+    document: dict[str, Any] = {"suggested": suggested, "excluded": excluded, "applied": None}
+    lines = _table([("package", "profile")] + [(s["package"], s["profile"]) for s in suggested]) if suggested else ["nothing to suggest"]
+    if excluded:
+        lines += ["", *_table([("left out", "reason")] + [(e["package"], e["reason"]) for e in excluded])]
+    unparsable = sum(p.unparsable for p in scanned)
+    lines.append(f"scanned {len(scanned)} packages, {sum(p.files for p in scanned)} files"
+                 + (f" ({unparsable} that do not parse, skipped)" if unparsable else ""))
+    if args.apply:
+        path = config_file
+        try:
+            before, after = _suggest.apply(path, suggested)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        changed = sorted(k for k in after if before.get(k) != after[k])
+        document["applied"] = {"config_file": path, "profiles": after, "changed": changed}
+        lines.append(f"wrote {len(changed)} new or changed rules to the [profiles] table of {path} ({len(after)} rules in all)")
+    _emit(args, document, lines)
+    return EXIT_OK
+
+
 def _existing_root() -> str:
     """The cache directory, which a command that reads or removes entries needs to exist and be trusted."""
     root = str(_settings()["cache_dir"] or "")
@@ -585,6 +621,21 @@ def _human_size(size: float) -> str:
     return f"{size:.1f} GiB"  # pragma: no cover
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import _bench
+
+    command = [part for part in args.bench_command if part != "--"] or _bench.default_command()
+    if args.runs < 1:
+        raise UsageError(f"--runs must be at least 1, not {args.runs}")
+    result = _bench.bench(command, args.runs)
+    stock, ours = result["stock"], result["autocompile"]  # type: ignore[index]
+    rows = [("", "median", "min", "max")]
+    rows += [(name, *(f"{side[k]:.3f} s" for k in ("median", "min", "max"))) for name, side in (("stock", stock), ("autocompile", ours))]
+    lines = _table(rows) + ["", f"autocompile / stock: {result['ratio']:.3f} (median of {args.runs} pairs)"]
+    _emit(args, result, lines)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="autocompile", description="Manage the shared cache of compiled Python code.")
     parser.add_argument("--version", action="version", version=f"autocompile {_version()}")
@@ -639,6 +690,14 @@ def build_parser() -> argparse.ArgumentParser:
     importing = command("import", cmd_import, "add the entries of an archive, after checking every one of them")
     importing.add_argument("file", metavar="FILE")
     command("config", cmd_config, "show the effective settings and where each comes from")
+    bench = command("bench", cmd_bench, "time a command, stock against autocompile, in this environment")
+    bench.add_argument("--runs", type=int, default=10, metavar="N", help="runs of each (default 10)")
+    bench.add_argument("bench_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                       help="what to time (default: import every installed distribution's top-level modules)")
+    optimize = command("optimize", cmd_optimize, "suggest per-package optimization profiles from a static scan of the installed packages")
+    optimize.add_argument("packages", nargs="*", metavar="PACKAGE", help="import or distribution names (default: every installed package)")
+    optimize.add_argument("--suggest", action="store_true", help="list the packages where stripping docstrings or asserts is safe, and why others are left out")
+    optimize.add_argument("--apply", action="store_true", help="write the suggested rules into the config file's [profiles] table")
     return parser
 
 
