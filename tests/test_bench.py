@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
-from conftest import cli_json, run_cli
+from conftest import run_cli
 
 
 def test_bench_reports_both_sides_and_a_ratio(cache_dir: Path) -> None:
-    result = cli_json("bench", "--runs", "2", "--", sys.executable, "-c", "import json", cache_dir=cache_dir)
+    completed = run_cli("bench", "--runs", "2", "--json", "--", sys.executable, "-c", "import json", cache_dir=cache_dir)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout)
     assert result["runs"] == 2 and len(result["stock"]["samples"]) == len(result["autocompile"]["samples"]) == 2
     assert result["ratio"] > 0
     assert result["command"][-1] == "import json"
