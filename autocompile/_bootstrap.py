@@ -148,6 +148,8 @@ def install(settings: "_config.Settings | None" = None) -> bool:  # noqa: F821
         return False
     writable = not (settings["honour_dont_write_bytecode"] and sys.dont_write_bytecode)
     cache = _loader.CodeCache(_store.Store(root, writable), sys.flags.optimize, "", int(settings["max_size"]))  # type: ignore[call-overload]
+    if settings["remote_mode"] != "off":
+        cache.remote = settings
     rules = _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, [])
     _active = _finder.AutocompileFinder(
         PathFinder,  # type: ignore[arg-type]

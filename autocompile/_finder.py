@@ -57,6 +57,7 @@ class AutocompileFinder:
         cache = self._profiled_caches.get(rule.profile)
         if cache is None:
             cache = CodeCache(self.cache.store, self.cache.optimize, rule.profile, self.cache.max_size)
+            cache.remote = self.cache.remote
             self._profiled_caches[rule.profile] = cache
         return cache
 

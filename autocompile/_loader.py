@@ -35,6 +35,8 @@ class CodeCache:
         self.profile = profile
         self.max_size = max_size
         self.context = _keys.code_context(optimize, profile)
+        #: The settings of the remote tier when it is on (set at install), else ``None``.
+        self.remote: object = None
 
     def stat_key(self, path: str, st: os.stat_result) -> str:
         return _keys.stat_key(self.context, path, st)
@@ -185,6 +187,10 @@ class CachedGetCode:
         try:
             key = cache.content_key(source)
             code = cache.load_object(key)
+            if code is None and cache.remote is not None:
+                from . import _remote  # only now: a local miss with the remote tier on
+
+                code = _remote.fetch_for_import(cache, key, fullname)  # never raises; within its time budget
         except Exception as exc:
             return self._stock_code(fullname, exc)
         compile_ns = 0

@@ -33,7 +33,6 @@ processes of one cache directory (a small ``remote-breaker`` file holding a
 """
 
 import os
-import sys
 from time import monotonic, time
 
 from . import _config, _keys, _log, _stats, _store

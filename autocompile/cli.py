@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _archive, _bootstrap, _config, _evict, _explain, _loader, _location, _manage, _stats, _store, _suggest, _warm
+from . import _archive, _bootstrap, _config, _evict, _explain, _loader, _location, _manage, _remote, _stats, _store, _suggest, _warm
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -162,6 +162,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         ("free space", _human_size(storage["free_bytes"]) if storage["free_bytes"] is not None else "unknown"),
         ("size", f"{_human_size(storage['size_bytes'])} of {_human_size(settings['max_size']) if settings['max_size'] else 'no'} cap"),
     ]
+    remote_rows, remote_warnings, remote_problems = _remote.check_remote(settings)
+    rows += remote_rows
+    warnings += remote_warnings
+    problems += remote_problems
+    document["remote"] = dict(remote_rows)
     lines = _table(rows) + [""] + [f"warning: {w}" for w in warnings]
     lines += [f"problem: {p}" for p in problems] if problems else ["no problems found"]
     _emit(args, document, lines)
@@ -247,6 +252,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ("hit rate", _percent(overall["hit_rate"])),
         ("time saved", f"~{overall['saved_seconds']:.2f} s (hits x mean compile time)"),
     ]
+    remote = overall["remote"]
+    if any(remote.values()):
+        rows.append(("remote tier", f"{remote['hit']} hits, {remote['miss']} misses, {remote['error']} errors, "
+                     f"{remote['rejected']} rejected, {_human_size(remote['bytes'])}, {remote['ns'] / 1e9:.2f} s"))
     lines = _table(rows)
     for title, groups in (("python", by_tag), ("package", by_package)):
         lines += _breakdown(title, groups, args.top)
@@ -270,9 +279,13 @@ def _breakdown(title: str, groups: dict[str, dict[str, Any]], top: int) -> list[
     return ["", *_table(rows), *more]
 
 
+#: Counters of the remote tier (``_remote``): hits, misses, errors, rejected objects, bytes, time.
+_REMOTE_OUTCOMES = (_remote.HIT, _remote.MISS, _remote.ERROR, _remote.REJECTED, _remote.BYTES, _remote.TIME_NS)
+
+
 def _summary(counts: _stats.Counts, selected: Callable[[tuple[str, str, str]], bool]) -> dict[str, Any]:
     """Hits, misses, hit rate and time saved over the counters ``selected`` picks."""
-    outcomes = (_stats.HIT, _stats.STOCK_PYC, _stats.REUSED, _stats.COMPILED, _stats.FALLBACK, _stats.COMPILE_NS)
+    outcomes = (_stats.HIT, _stats.STOCK_PYC, _stats.REUSED, _stats.COMPILED, _stats.FALLBACK, _stats.COMPILE_NS, *_REMOTE_OUTCOMES)
     totals = {outcome: 0 for outcome in outcomes}
     for key, n in counts.items():
         if key[1] in totals and selected(key):
@@ -290,6 +303,7 @@ def _summary(counts: _stats.Counts, selected: Callable[[tuple[str, str, str]], b
         "hit_rate": round(hits / lookups, 4) if lookups else None,
         "mean_compile_ms": round(mean_compile_ns / 1e6, 3),
         "saved_seconds": round(hits * mean_compile_ns / 1e9, 3),
+        "remote": {outcome.removeprefix("remote_"): totals[outcome] for outcome in _REMOTE_OUTCOMES},
     }
 
 
@@ -338,10 +352,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    settings = _settings()
     try:
-        document = _explain.explain(args.module, _settings())
+        document = _explain.explain(args.module, settings)
     except _explain.NotFound as exc:
         raise UsageError(str(exc)) from None
+    if document.get("content_key") and document["verdict"] in (_explain.COMPILE, _explain.CHANGED, _explain.OTHER_BUILD):
+        cache = _loader.CodeCache(_store.Store(str(document["cache_dir"]), writable=False), sys.flags.optimize)
+        verdict, reason = _remote.explain(settings, cache, str(document["content_key"]))
+        document["remote"] = {"verdict": verdict, "reason": reason}
+        document["notes"].append(f"remote tier: {verdict}: {reason}")  # type: ignore[union-attr]
     rows = [("module", args.module), ("source", document["origin"] or "-"), ("cache directory", document["cache_dir"])]
     rows += [(name.replace("_", " "), document[name]) for name in ("optimize", "stat_key", "content_key") if name in document]
     if "profile" in document:
@@ -690,6 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     importing = command("import", cmd_import, "add the entries of an archive, after checking every one of them")
     importing.add_argument("file", metavar="FILE")
     command("config", cmd_config, "show the effective settings and where each comes from")
+    from . import _remote_cli
+
+    _remote_cli.add_arguments(command)
     bench = command("bench", cmd_bench, "time a command, stock against autocompile, in this environment")
     bench.add_argument("--runs", type=int, default=10, metavar="N", help="runs of each (default 10)")
     bench.add_argument("bench_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",
