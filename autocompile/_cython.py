@@ -345,7 +345,7 @@ def _reason(log: str, error: BaseException | None) -> str:
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     errors = [line for line in lines if ": error" in line or "Error compiling Cython" in line]
     cython = []
-    for index, line in enumerate(lines):  # Cython: "path.py:12:4: message" after a source excerpt
+    for line in lines:  # Cython: "path.py:12:4: message" after a source excerpt
         if line.count(":") >= 3 and ".py:" in line and not line.startswith("warning"):
             cython.append(line)
     chosen = cython[:2] or errors[:2] or lines[-2:]
@@ -480,7 +480,7 @@ def listing(root: str) -> dict[str, list[dict[str, Any]]]:
 # Choosing hot modules ---------------------------------------------------------------
 
 
-def profile_command(command: Sequence[str], output: str) -> int:
+def profile_command(command: Sequence[str], output: str, quiet_stdout: bool = False) -> int:
     """Run a Python command under cProfile (hook disabled) writing stats to ``output``; its exit code."""
     import shutil
     import subprocess
@@ -502,7 +502,8 @@ def profile_command(command: Sequence[str], output: str) -> int:
     else:
         raise ValueError(f"{program} is not a Python program (give python SCRIPT, python -m MODULE or a Python console script)")
     env = dict(os.environ, AUTOCOMPILE_DISABLE="1")
-    return subprocess.run(argv, env=env).returncode
+    # With --json, stdout is the JSON document: the command's own output goes to stderr.
+    return subprocess.run(argv, env=env, stdout=sys.stderr if quiet_stdout else None).returncode
 
 
 def _is_python_script(path: str) -> bool:
@@ -615,7 +616,7 @@ def _hot(args: argparse.Namespace, cli: Any) -> tuple[list[Target], list[dict[st
     with tempfile.TemporaryDirectory(prefix="autocompile-hot-") as directory:
         output = os.path.join(directory, "profile.out")
         try:
-            code = profile_command(args.targets, output)
+            code = profile_command(args.targets, output, quiet_stdout=args.json)
         except ValueError as exc:
             raise cli.UsageError(str(exc)) from None
         if not os.path.isfile(output):

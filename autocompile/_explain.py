@@ -108,7 +108,7 @@ def _lookup(
         notes.append("the cache is read-only for this process: a miss is compiled and not stored")
     if time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < _loader.SETTLE_NS:
         notes.append("the source changed in the last seconds: it is indexed only once it has settled")
-    if cache.load_indexed(stat_key) is not None:
+    if cache.load_indexed(stat_key, st) is not None:
         return _verdict(document, HIT, f"hit: index entry {cache.store.index_path(stat_key)}")
     if cache.stock_code(loader, origin, st) is not None:
         return _verdict(document, STOCK_PYC, "served from its valid __pycache__ file, as stock Python would (not copied into the cache)")

@@ -8,11 +8,16 @@ equal to ``PathFinder`` so code that looks for it on ``sys.meta_path`` still
 finds it.
 """
 
+import sys
 
 from _frozen_importlib_external import PathFinder, SourceFileLoader
 
 from ._loader import CodeCache, serve_from_cache
 from ._profiles import Rules
+
+#: autocompile's own modules are left to the standard machinery: the hook imports
+#: some of them lazily (eviction, the remote tier) while it serves an import.
+_OWN_PREFIX = __package__ + "."
 
 
 class AutocompileFinder:
@@ -34,6 +39,7 @@ class AutocompileFinder:
         self.excluded = excluded
         self.profiles = profiles
         self._profiled_caches: dict[str, CodeCache] = {}
+        self._loading_transforms = False
         if excluded:  # imported now: importing it while finding a module would recurse
             from fnmatch import fnmatchcase
 
@@ -41,7 +47,12 @@ class AutocompileFinder:
 
     def find_spec(self, fullname: str, path=None, target=None):  # type: ignore[no-untyped-def]
         spec = self.path_finder.find_spec(fullname, path, target)
-        if spec is not None and type(spec.loader) is SourceFileLoader and spec.has_location:
+        if (
+            spec is not None
+            and type(spec.loader) is SourceFileLoader
+            and spec.has_location
+            and not fullname.startswith(_OWN_PREFIX)  # the hook imports these while serving an import
+        ):
             try:
                 if not (self.excluded and self._is_excluded(fullname, spec.origin)):
                     serve_from_cache(spec.loader, self.cache_for(fullname, spec.origin))
@@ -50,10 +61,24 @@ class AutocompileFinder:
         return spec
 
     def cache_for(self, fullname: str, origin: str) -> CodeCache:
-        """The cache of the optimization profile that applies to this module."""
+        """The cache of the optimization profile that applies to this module.
+
+        The modules that loading the transformations imports (``ast`` and what
+        it needs) never get one: they are imported first, without a profile, so
+        that compiling under a profile never needs a module that is itself
+        waiting for a profile.
+        """
+        if self._loading_transforms:
+            return self.cache
         rule = self.profiles.match(fullname, origin) if self.profiles is not None else None
         if rule is None or not rule.profile:
             return self.cache
+        if "autocompile._transform" not in sys.modules:
+            self._loading_transforms = True
+            try:
+                from . import _transform  # noqa: F401
+            finally:
+                self._loading_transforms = False
         cache = self._profiled_caches.get(rule.profile)
         if cache is None:
             cache = CodeCache(self.cache.store, self.cache.optimize, rule.profile, self.cache.max_size)

@@ -17,7 +17,7 @@ import _imp
 MAGIC_NUMBER: bytes = _bootstrap_external.MAGIC_NUMBER
 
 #: Bumped whenever the object format or what goes into a key changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 KEY_BYTES = 32
 
 
@@ -50,6 +50,11 @@ def _digest(context: bytes, data: bytes) -> str:
     hasher = prototype.copy()  # type: ignore[attr-defined]
     hasher.update(data)
     return hasher.hexdigest()
+
+
+def context_id(context: bytes) -> bytes:
+    """Eight bytes naming a context, kept in every object's header."""
+    return bytes.fromhex(_digest(context, b"")[:16])
 
 
 def content_key(context: bytes, source: bytes) -> str:

@@ -35,6 +35,7 @@ class CodeCache:
         self.profile = profile
         self.max_size = max_size
         self.context = _keys.code_context(optimize, profile)
+        self.context_id = _keys.context_id(self.context)
         #: The settings of the remote tier when it is on (set at install), else ``None``.
         self.remote: object = None
 
@@ -44,17 +45,17 @@ class CodeCache:
     def content_key(self, source: bytes) -> str:
         return _keys.content_key(self.context, source)
 
-    def load_indexed(self, stat_key: str) -> CodeType | None:
+    def load_indexed(self, stat_key: str, st: os.stat_result) -> CodeType | None:
         """The code an index entry points at: no hashing, no source read."""
         try:
-            entry = self.store.load(self.store.index_path(stat_key))
+            entry = self.store.load(self.store.index_path(stat_key), context_id=self.context_id, source_size=st.st_size)
         except _store.CorruptEntry:
             return None
         return None if entry is None else _unmarshal(entry.payload)
 
     def load_object(self, key: str) -> CodeType | None:
         try:
-            entry = self.store.load(self.store.object_path(key), key)
+            entry = self.store.load(self.store.object_path(key), key, context_id=self.context_id)
         except _store.CorruptEntry:
             return None
         return None if entry is None else _unmarshal(entry.payload)
@@ -96,7 +97,10 @@ class CodeCache:
 
     def store_code(self, key: str, code: CodeType, meta: dict[str, str]) -> str:
         """Publish compiled code under its content key; return the object's path."""
-        data = _store.pack(_store.KIND_CODE, key, marshal.dumps(code), meta)
+        payload = marshal.dumps(code)
+        data = _store.pack(
+            _store.KIND_CODE, key, payload, meta, context_id=self.context_id, source_size=int(meta["source_size"])
+        )
         path = self.store.write_object(key, data)
         if self.max_size:
             from . import _evict
@@ -170,7 +174,7 @@ class CachedGetCode:
         try:
             st = os.stat(path)
             stat_key = cache.stat_key(path, st)
-            code = cache.load_indexed(stat_key)
+            code = cache.load_indexed(stat_key, st)
             if code is not None:
                 outcome = _stats.HIT
             else:

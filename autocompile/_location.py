@@ -61,6 +61,9 @@ def describe_untrusted(root: str) -> str | None:
         return f"{root} is owned by uid {st.st_uid}, not by this user (uid {uid})"
     if st.st_mode & 0o022:
         return f"{root} is writable by group or others (mode {st.st_mode & 0o777:o})"
+    problem = _foreign_link(root, uid)
+    if problem:
+        return problem
     parent = os.path.dirname(os.path.realpath(root))
     while True:
         try:
@@ -99,3 +102,18 @@ def _tag_cache_dir(root: str) -> None:
     with open(fd, "wb") as file:
         file.write(b"Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by autocompile.\n")
 
+
+def _foreign_link(path: str, uid: int) -> str | None:
+    """A symbolic link on the way to ``path`` that another user owns, and so may repoint."""
+    current = os.path.abspath(path)
+    while True:
+        try:
+            st = os.lstat(current)
+        except OSError:
+            st = None
+        if st is not None and (st.st_mode & 0o170000) == 0o120000 and st.st_uid not in (0, uid):
+            return f"{current} is a symbolic link owned by uid {st.st_uid}, who could repoint it"
+        parent = os.path.dirname(current)
+        if parent == current:
+            return None
+        current = parent

@@ -50,8 +50,8 @@ def read_header(path: str) -> tuple[str, dict[str, str]] | None:
         header = os.read(fd, _store.HEADER_SIZE)
         if len(header) < _store.HEADER_SIZE or header[:4] != _store.MAGIC:
             return None
-        meta_size = int.from_bytes(header[40:44], "little")
-        meta = os.read(fd, meta_size) if meta_size <= 1 << 16 else b""
+        size = _store.meta_size(header)
+        meta = os.read(fd, size) if size <= 1 << 16 else b""
     finally:
         os.close(fd)
     return header[8:40].hex(), _store.decode_meta(meta)

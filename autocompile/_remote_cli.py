@@ -137,7 +137,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         try:
             st = os.stat(path)
             stat_key = cache.stat_key(path, st)
-            if cache.load_indexed(stat_key) is not None:
+            if cache.load_indexed(stat_key, st) is not None:
                 present += 1
                 continue
             with open(path, "rb") as file:

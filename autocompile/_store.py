@@ -21,7 +21,10 @@ import os
 from . import _keys
 
 MAGIC = b"\x89ACO"
-HEADER_SIZE = 52
+# Header fields: magic, format version, kind, flags, then these.
+_KEY, _CONTEXT, _SOURCE_SIZE = slice(8, 40), slice(40, 48), slice(48, 56)
+_META_SIZE, _PAYLOAD_SIZE, _CHECKSUM = slice(56, 60), slice(60, 64), slice(64, 68)
+HEADER_SIZE = 68
 KIND_CODE = 0
 #: Index entries touched less recently than this get their time refreshed on a hit,
 #: so least-recently-used eviction works without a write on every hit.
@@ -68,24 +71,34 @@ def decode_meta(data: bytes) -> dict[str, str]:
     return dict(zip(fields[::2], fields[1::2]))
 
 
-def pack(kind: int, key: str, payload: bytes, meta: dict[str, str]) -> bytes:
-    """An object file: header, metadata, payload; the checksum covers all of it."""
+def pack(
+    kind: int, key: str, payload: bytes, meta: dict[str, str], *, context_id: bytes = bytes(8), source_size: int = 0
+) -> bytes:
+    """An object file: header, metadata, payload; the checksum covers all of it.
+
+    ``context_id`` names the interpreter, optimize level and profile the code
+    was compiled for, and ``source_size`` the size of its source: an index hit
+    checks both without hashing anything, so an entry of another interpreter or
+    of another file that ends up under an index name is a miss, not a crash.
+    """
     meta_bytes = encode_meta(meta)
-    body = meta_bytes + payload
     head = b"".join(
         (
             MAGIC,
             _keys.FORMAT_VERSION.to_bytes(2, "little"),
             bytes((kind, 0)),
             bytes.fromhex(key),
+            context_id,
+            source_size.to_bytes(8, "little"),
             len(meta_bytes).to_bytes(4, "little"),
             len(payload).to_bytes(4, "little"),
         )
     )
+    body = meta_bytes + payload
     return head + _checksum(head, body).to_bytes(4, "little") + body
 
 
-def unpack(data: bytes, key: str | None = None) -> Entry:
+def unpack(data: bytes, key: str | None = None, *, context_id: bytes | None = None, source_size: int | None = None) -> Entry:
     """Check an object file completely; raise :class:`CorruptEntry` on any fault.
 
     The payload is returned as a ``memoryview`` of ``data``: no copy of what
@@ -95,17 +108,27 @@ def unpack(data: bytes, key: str | None = None) -> Entry:
         raise CorruptEntry("bad magic or truncated header")
     if int.from_bytes(data[4:6], "little") != _keys.FORMAT_VERSION:
         raise CorruptEntry("other format version")
-    entry_key = data[8:40].hex()
+    entry_key = data[_KEY].hex()
     if key is not None and entry_key != key:
         raise CorruptEntry("key does not match the entry's name")
-    meta_size = int.from_bytes(data[40:44], "little")
-    payload_size = int.from_bytes(data[44:48], "little")
+    if context_id is not None and data[_CONTEXT] != context_id:
+        raise CorruptEntry("compiled for another interpreter, optimize level or profile")
+    if source_size is not None and int.from_bytes(data[_SOURCE_SIZE], "little") != source_size:
+        raise CorruptEntry("compiled from a source of another size")
+    meta_size = int.from_bytes(data[_META_SIZE], "little")
+    payload_size = int.from_bytes(data[_PAYLOAD_SIZE], "little")
     if HEADER_SIZE + meta_size + payload_size != len(data):
         raise CorruptEntry("length does not match the header")
     view = memoryview(data)
-    if _checksum(view[:48], view[HEADER_SIZE:]) != int.from_bytes(data[48:52], "little"):
+    if _checksum(view[: _CHECKSUM.start], view[HEADER_SIZE:]) != int.from_bytes(data[_CHECKSUM], "little"):
         raise CorruptEntry("checksum mismatch")
-    return Entry(data[6], entry_key, decode_meta(data[HEADER_SIZE : HEADER_SIZE + meta_size]), view[HEADER_SIZE + meta_size :])
+    meta = decode_meta(data[HEADER_SIZE : HEADER_SIZE + meta_size])
+    return Entry(data[6], entry_key, meta, view[HEADER_SIZE + meta_size :])
+
+
+def meta_size(header: bytes) -> int:
+    """The metadata length recorded in a header (for listing without reading payloads)."""
+    return int.from_bytes(header[_META_SIZE], "little")
 
 
 class Store:
@@ -154,12 +177,12 @@ class Store:
             os.close(fd)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def load(self, path: str, key: str | None = None) -> Entry | None:
-        """A valid entry at ``path`` or ``None``."""
+    def load(self, path: str, key: str | None = None, **expected: object) -> Entry | None:
+        """A valid entry at ``path`` or ``None``; ``expected`` as for :func:`unpack`."""
         data = self.read(path)
         if data is None:
             return None
-        return unpack(data, key)
+        return unpack(data, key, **expected)  # type: ignore[arg-type]
 
     # Writing -------------------------------------------------------------
 

@@ -30,7 +30,7 @@ def warm_file(cache: _loader.CodeCache, path: str) -> tuple[str, str]:
     try:
         st = os.stat(path)
         stat_key = cache.stat_key(path, st)
-        if cache.load_indexed(stat_key) is not None:
+        if cache.load_indexed(stat_key, st) is not None:
             return SKIPPED, ""
         with open(path, "rb") as file:
             source = file.read()

@@ -62,6 +62,8 @@ def test_read_only_cache_directory_serves_what_it_has(public_dir: Path) -> None:
     os.chmod(public_dir / "src", 0o755)
     settle()
     cache = public_dir / "cache"
+    cache.mkdir(mode=0o700)
+    os.chown(cache, NOBODY, NOBODY)
 
     def run(code: str) -> subprocess.CompletedProcess[str]:
         env = child_env(cache, AUTOCOMPILE_LOG="debug", HOME=str(public_dir))
