@@ -151,11 +151,17 @@ def install(settings: "_config.Settings | None" = None) -> bool:  # noqa: F821
     if settings["remote_mode"] != "off":
         cache.remote = settings
     rules = _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, [])
+    extensions = None
+    if os.path.exists(os.path.join(root, "extnames")):  # one stat: caches without extensions pay nothing more
+        from . import _ext
+
+        extensions = _ext.open_tier(cache.store)
     _active = _finder.AutocompileFinder(
         PathFinder,  # type: ignore[arg-type]
         cache,
         tuple(settings["exclude"]),  # type: ignore[arg-type]
         _profiles.Rules(rules) if rules else None,
+        extensions,
     )
     sys.meta_path[slot] = _active
     import atexit

@@ -231,25 +231,3 @@ class ExtensionLoader(ExtensionFileLoader):
 
 def is_extension_loader(loader: object) -> bool:
     return type(loader) is ExtensionLoader
-
-
-def attach(finder) -> bool:  # type: ignore[no-untyped-def]
-    """Make an installed finder that predates the tier use it (tests and benchmarks, until
-    ``AutocompileFinder.find_spec`` calls :meth:`ExtensionTier.find` itself). Idempotent."""
-    if finder is None or hasattr(finder, "extensions") or "find_spec" in getattr(finder, "__dict__", {}):
-        return False
-    tier = open_tier(finder.cache.store)
-    if tier is None:
-        return False
-    from ._loader import is_served
-
-    find_source_spec = finder.find_spec
-
-    def find_spec(fullname, path=None, target=None):  # type: ignore[no-untyped-def]
-        spec = find_source_spec(fullname, path, target)
-        if spec is not None and is_served(spec.loader):
-            return tier.find(fullname, spec) or spec
-        return spec
-
-    finder.find_spec = find_spec
-    return True

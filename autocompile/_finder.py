@@ -33,11 +33,13 @@ class AutocompileFinder:
         cache: CodeCache,
         excluded: tuple[str, ...] = (),
         profiles: Rules | None = None,
+        extensions: "object | None" = None,
     ) -> None:
         self.path_finder = path_finder
         self.cache = cache
         self.excluded = excluded
         self.profiles = profiles
+        self.extensions = extensions  # the Cython tier (``_ext.ExtensionTier``), if it has entries
         self._profiled_caches: dict[str, CodeCache] = {}
         self._loading_transforms = False
         if excluded:  # imported now: importing it while finding a module would recurse
@@ -56,6 +58,8 @@ class AutocompileFinder:
             try:
                 if not (self.excluded and self._is_excluded(fullname, spec.origin)):
                     serve_from_cache(spec.loader, self.cache_for(fullname, spec.origin))
+                    if self.extensions is not None:
+                        spec = self.extensions.find(fullname, spec) or spec  # type: ignore[attr-defined]
             except Exception:  # fail open: the stock spec is still a good answer
                 pass
         return spec

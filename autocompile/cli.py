@@ -713,6 +713,10 @@ def build_parser() -> argparse.ArgumentParser:
     from . import _remote_cli
 
     _remote_cli.add_arguments(command)
+    from . import _cython
+
+    _cython.add_arguments(command("cythonize", _cython.cmd_cythonize,
+                                  "compile pure-Python modules into C extensions with Cython (needs autocompile[cython])"))
     bench = command("bench", cmd_bench, "time a command, stock against autocompile, in this environment")
     bench.add_argument("--runs", type=int, default=10, metavar="N", help="runs of each (default 10)")
     bench.add_argument("bench_command", nargs=argparse.REMAINDER, metavar="-- COMMAND",

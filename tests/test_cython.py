@@ -26,18 +26,7 @@ if shutil.which("gcc") is None and shutil.which("cc") is None:  # pragma: no cov
 
 from autocompile import _ext, _store  # noqa: E402
 
-#: Until the finder calls the tier itself (then ``attach`` is a no-op).
-ATTACH = "from autocompile import _bootstrap, _ext; _ext.attach(_bootstrap.active_finder())\n"
-
-
-def _registered() -> bool:
-    from autocompile import cli
-
-    parser = cli.build_parser()
-    return any("cythonize" in getattr(action, "choices", None) or () for action in parser._subparsers._group_actions)  # type: ignore[union-attr]
-
-
-COMMAND = ["-m", "autocompile", "cythonize"] if _registered() else ["-m", "autocompile._cython"]
+COMMAND = ["-m", "autocompile", "cythonize"]
 
 
 def cythonize(*args: str, cache_dir: Path, cwd: Path | None = None, env_path: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
@@ -57,7 +46,7 @@ def cythonize_json(*args: str, cache_dir: Path, **kw: str) -> dict:
 
 def run_hooked(code: str, cache_dir: Path, src: Path, **env: str) -> dict:
     """Run ``code`` (which prints one JSON line last) with the hook and the tier, ``src`` on sys.path."""
-    body = ATTACH + f"import sys; sys.path.insert(0, {str(src)!r})\n" + textwrap.dedent(code)
+    body = f"import sys; sys.path.insert(0, {str(src)!r})\n" + textwrap.dedent(code)
     result = run_python(body, cache_dir, **env)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -249,7 +238,7 @@ def test_missing_init_function_falls_back_to_bytecode(tmp_path: Path) -> None:
     so_file.write_bytes(wrong.read_bytes())
     meta = dict(entry.meta, size=str(so_file.stat().st_size))
     index.write_bytes(_store.pack(entry.kind, entry.key, b"", meta))
-    result = run_python(ATTACH + f"import sys; sys.path.insert(0, {str(src)!r})\n" + textwrap.dedent(PROBE.format(name="renamed")), cache, AUTOCOMPILE_LOG="debug")
+    result = run_python(f"import sys; sys.path.insert(0, {str(src)!r})\n" + textwrap.dedent(PROBE.format(name="renamed")), cache, AUTOCOMPILE_LOG="debug")
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert (seen["function"], seen["value"]) == ("function", 42)
     assert seen["counts"].get("ext_fallback") == 1 and seen["counts"].get("ext") == 1  # the package's __init__
@@ -262,7 +251,7 @@ def test_exception_in_module_init_falls_back_to_bytecode(tmp_path: Path) -> None
     files = {"initfail/__init__.py": "", "initfail/mod.py": body}
     src, cache = _own_package(tmp_path, "initfail", files)
     code = textwrap.dedent(PROBE.format(name="initfail"))
-    result = run_python(ATTACH + f"import sys; sys.path.insert(0, {str(src)!r})\n" + code, cache, AUTOCOMPILE_LOG="debug")
+    result = run_python(f"import sys; sys.path.insert(0, {str(src)!r})\n" + code, cache, AUTOCOMPILE_LOG="debug")
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert (seen["function"], seen["value"]) == ("function", 42)
     assert seen["counts"].get("ext_fallback") == 1
@@ -272,7 +261,7 @@ def test_exception_in_module_init_falls_back_to_bytecode(tmp_path: Path) -> None
 def test_error_raised_by_the_source_itself_is_stock(tmp_path: Path) -> None:
     files = {"raising/__init__.py": "", "raising/mod.py": "def f():\n    return 42\n\nraise ImportError('optional dependency missing')\n"}
     src, cache = _own_package(tmp_path, "raising", files)
-    code = ATTACH + f"import sys; sys.path.insert(0, {str(src)!r})\n" + "import raising.mod\n"
+    code = f"import sys; sys.path.insert(0, {str(src)!r})\n" + "import raising.mod\n"
     result = run_python(code, cache, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "ImportError: optional dependency missing"

@@ -49,3 +49,80 @@ def test_cpython_import_tests_match_stock(tmp_path: Path, cache_dir: Path) -> No
     assert set(stock_failing) <= set(ours_failing)
     unexplained = {name: text for name, text in ours_failing.items() if name not in stock_failing and "pyc" not in text}
     assert unexplained == {}
+
+
+# Third-party suites -------------------------------------------------------------
+
+#: Widely used pure-Python packages with many modules whose sdists ship their tests:
+#: (requirement, test directory inside the unpacked sdist, extra pytest arguments).
+THIRD_PARTY = {
+    "toolz": ("toolz==1.0.0", "toolz/tests", ()),
+    "attrs": ("attrs==24.2.0", "tests", ("--hypothesis-seed=0", "-p", "no:randomly")),
+}
+
+
+@pytest.fixture(scope="module")
+def peers_venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> tuple[Path, Path]:
+    """A venv with the built wheel, pytest, hypothesis and the packages; their sdists unpacked beside it."""
+    import subprocess
+    import tarfile
+
+    from conftest import make_venv, venv_env
+
+    root = tmp_path_factory.mktemp("peers")
+    try:
+        python = make_venv(root / "env", str(wheel), "pytest", "hypothesis", *(spec for spec, _, _ in THIRD_PARTY.values()))
+        env = venv_env(root / "unused")
+        subprocess.run(
+            [str(python), "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps", "-d", str(root / "sdists"),
+             *(spec for spec, _, _ in THIRD_PARTY.values())],
+            check=True, env=env,
+        )
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot install the peer packages from PyPI here: {exc}")
+    for archive in (root / "sdists").glob("*.tar.gz"):
+        with tarfile.open(archive) as tar:
+            tar.extractall(root / "sdists")
+    # No stock .pyc anywhere: every module of the packages under test is compiled or served from the cache.
+    for cache in (root / "env").rglob("__pycache__"):
+        subprocess.run(["rm", "-rf", str(cache)], check=True)
+    return python, root / "sdists"
+
+
+def pytest_outcomes(python: Path, tree: Path, tests: str, args: tuple[str, ...], cache_dir: Path, hook: bool, report: Path) -> dict[str, str]:
+    import subprocess
+
+    from conftest import venv_env
+
+    env = venv_env(cache_dir, PYTHONDONTWRITEBYTECODE="1")
+    if not hook:
+        env["AUTOCOMPILE_DISABLE"] = "1"
+    check = subprocess.run(
+        [str(python), "-c", "import autocompile._bootstrap as b, sys; print(b.active_finder() is not None)"],
+        env=env, capture_output=True, text=True, cwd=tree,
+    )
+    assert check.stdout.strip() == str(hook), check.stderr
+    subprocess.run(
+        [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junit-xml", str(report), *args, tests],
+        env=env, cwd=tree, capture_output=True, text=True, timeout=900,
+    )
+    outcomes = {}
+    for case in ElementTree.parse(report).iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        outcomes[name] = next((tag for tag in ("failure", "error", "skipped") if case.find(tag) is not None), "passed")
+    return outcomes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("package", sorted(THIRD_PARTY))
+def test_third_party_suites_match_stock(peers_venv: tuple[Path, Path], tmp_path: Path, package: str) -> None:
+    python, sdists = peers_venv
+    spec, tests, args = THIRD_PARTY[package]
+    (tree,) = [p for p in sdists.iterdir() if p.is_dir() and p.name == spec.replace("==", "-")]
+    cache_dir = tmp_path / "cache"
+    stock = pytest_outcomes(python, tree, tests, args, cache_dir, False, tmp_path / "stock.xml")
+    cold = pytest_outcomes(python, tree, tests, args, cache_dir, True, tmp_path / "cold.xml")
+    assert len(stock) > 100
+    assert cold == stock
+    if package == "toolz":  # the warm run (every module a hit) costs a third suite run; one package is enough
+        assert pytest_outcomes(python, tree, tests, args, cache_dir, True, tmp_path / "warm.xml") == stock

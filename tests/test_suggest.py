@@ -174,3 +174,14 @@ def test_bad_input(tmp_path: Path, cache_dir: Path) -> None:
     broken = run_cli("optimize", "--suggest", "--apply", "pip", cache_dir=cache_dir, AUTOCOMPILE_CONFIG=str(config))
     assert broken.returncode == 1 and len(broken.stderr.splitlines()) == 1 and "not valid TOML" in broken.stderr
     assert config.read_text() == "this is = = not toml\n"
+
+
+def test_autocompile_itself_is_never_profiled(tmp_path: Path, cache_dir: Path) -> None:
+    write_tree(tmp_path, {"lean_self.py": '"""doc"""\n'})
+    rules = "autocompile=strip-asserts+strip-docstrings;*=strip-docstrings"
+    out = run_python("import lean_self; print(lean_self.__doc__)", cache_dir, cwd=tmp_path, AUTOCOMPILE_PROFILES=rules)
+    assert out.stdout == "None\n" and out.stderr == ""
+    assert [e["reason"] for e in _suggest.suggest([str(Path(_suggest.__file__).parent.parent)], ["autocompile"])[1]] == [
+        "strip-docstrings: autocompile itself: its own modules are never profiled",
+        "strip-asserts: autocompile itself: its own modules are never profiled",
+    ]
