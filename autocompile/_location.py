@@ -45,8 +45,9 @@ def user_config_file() -> str:
 def describe_untrusted(root: str) -> str | None:
     """Why ``root`` must not be used as a cache directory, or ``None`` if it may.
 
-    It must be a directory owned by this user and not writable by group or
-    others, and no directory above it may let another user replace it.
+    It must be a directory owned by this user (or by root: a read-only shared
+    tier) and not writable by group or others, and no directory above it may
+    let another user replace it.
     """
     if not _CHECK_OWNER:
         return None
@@ -57,8 +58,8 @@ def describe_untrusted(root: str) -> str | None:
         return f"cannot use {root}: {exc.strerror}"
     if (st.st_mode & 0o170000) != 0o040000:
         return f"{root} is not a directory"
-    if st.st_uid != uid:
-        return f"{root} is owned by uid {st.st_uid}, not by this user (uid {uid})"
+    if st.st_uid not in (uid, 0):  # root's: a read-only shared tier
+        return f"{root} is owned by uid {st.st_uid}, not by this user (uid {uid}) or root"
     if st.st_mode & 0o022:
         return f"{root} is writable by group or others (mode {st.st_mode & 0o777:o})"
     problem = _foreign_link(root, uid)

@@ -164,3 +164,42 @@ def test_cache_directory_reached_through_another_users_symlink_is_refused(tmp_pa
     link.symlink_to(real)
     os.lchown(link, NOBODY, NOBODY)
     assert describe_untrusted(str(link)) is not None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to build a root-owned tier and run as another user")
+def test_read_only_shared_tier_owned_by_root_serves_other_users(tmp_path: Path) -> None:
+    """An image-wide cache built by root, not writable by others, is read by every user."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from conftest import REPO, child_env, run_cli, settle
+
+    try:
+        usable = subprocess.run([sys.executable, "-c", "pass"], capture_output=True, preexec_fn=lambda: os.setuid(NOBODY)).returncode == 0
+    except OSError:
+        usable = False
+    if not usable:
+        pytest.skip("this interpreter cannot be run by another user here (e.g. it lives under /root)")
+    shared = Path(tempfile.mkdtemp(prefix="actier-", dir="/tmp"))
+    try:
+        os.chmod(shared, 0o755)
+        source = shared / "src"
+        source.mkdir(mode=0o755)
+        (source / "tiered.py").write_text("VALUE = 'from the tier'\n")
+        tier = shared / "tier"
+        settle()
+        assert run_cli("warm", str(source), cache_dir=tier).returncode == 0
+        for path in [tier, *tier.rglob("*")]:
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
+        env = child_env(tier, AUTOCOMPILE_LOG="debug", HOME=str(shared))
+        env["PYTHONPATH"] = f"{REPO}:{source}"
+        result = subprocess.run(
+            [sys.executable, "-c", "import autocompile; autocompile.install(); import tiered; print(tiered.VALUE)"],
+            env=env, capture_output=True, text=True, cwd=shared, preexec_fn=lambda: os.setuid(NOBODY),
+        )
+        assert result.stdout.strip() == "from the tier", result.stderr
+        assert "tiered: hit" in result.stderr
+    finally:
+        shutil.rmtree(shared)
