@@ -6,7 +6,7 @@ interpreters with the hook: extensions loaded, and bytecode only
 (``AUTOCOMPILE_DISABLE=1``). Both runs must give the same outcome per test.
 Slow (a few minutes on two cores), so not collected by pytest::
 
-    python tests/cython_more_itertools.py [--version 11.2.1] [--keep DIR]
+    python tests/stress/cython_more_itertools.py [--version 11.2.1] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from conftest import child_env  # noqa: E402
 
