@@ -53,8 +53,12 @@ def _digest(context: bytes, data: bytes) -> str:
 
 
 def context_id(context: bytes) -> bytes:
-    """Eight bytes naming a context, kept in every object's header."""
-    return bytes.fromhex(_digest(context, b"")[:16])
+    """Eight bytes naming a context, kept in every object's header.
+
+    SipHash, built in: telling contexts apart needs no cryptographic hash, and
+    this keeps ``_blake2`` out of processes that import nothing.
+    """
+    return _imp.source_hash(_bootstrap_external._RAW_MAGIC_NUMBER, context)
 
 
 def content_key(context: bytes, source: bytes) -> str:

@@ -1,31 +1,17 @@
 """Where autocompile's cache and config live, and whether the cache can be trusted.
 
-Start-up code, imported by the standard machinery before the hook exists: it
-must stay small and import nothing that ``site`` has not imported already.
+Start-up code (in the runtime bundle): it imports nothing that ``site`` has not
+imported already.
 """
 
 import os
 import sys
 
-APP_NAME = "autocompile"
+from ._bootstrap import _APP_NAME as APP_NAME
+from ._bootstrap import user_cache_dir  # noqa: F401  (where the cache is: needed before anything else)
+
 _CHECK_OWNER = hasattr(os, "geteuid")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-
-
-def user_cache_dir() -> str:
-    """``platformdirs.user_cache_dir("autocompile")`` without importing platformdirs.
-
-    platformdirs pulls in ``pathlib``, ``re`` and more: too slow for every start-up.
-    The result is checked against platformdirs by the tests.
-    """
-    if sys.platform == "win32":
-        import platformdirs
-
-        return platformdirs.user_cache_dir(APP_NAME)
-    if sys.platform == "darwin":
-        return os.path.join(os.path.expanduser("~/Library/Caches"), APP_NAME)
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
-    return os.path.join(base, APP_NAME)
 
 
 def user_config_file() -> str:

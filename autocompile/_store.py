@@ -287,13 +287,13 @@ def update_locked(path: str, change) -> bytes:  # type: ignore[no-untyped-def]
     """Replace a small file's bytes with ``change(old)`` under an advisory lock; return the old bytes.
 
     For counters shared by every process (statistics, the size estimate): one
-    ``flock`` per update, no write when ``change`` returns ``None``. POSIX only.
+    lock per update, no write when ``change`` returns ``None``. POSIX only:
+    ``os.lockf`` is built in, where ``fcntl`` would be one more shared library to
+    load in every exiting process.
     """
-    import fcntl
-
     fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.lockf(fd, os.F_LOCK, 0)
         old = os.read(fd, os.fstat(fd).st_size)
         new = change(old)
         if new is not None:

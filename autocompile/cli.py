@@ -8,16 +8,17 @@ on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import site
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _archive, _bootstrap, _config, _evict, _explain, _loader, _location, _manage, _remote, _stats, _store, _suggest, _warm
+from . import _archive, _config, _evict, _explain, _install, _loader, _location, _manage, _remote, _stats, _store, _suggest, _warm
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -133,7 +134,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 startup_files[name] = os.path.join(directory, name)
     if "autocompile.pth" not in startup_files:
         problems.append("autocompile.pth is not installed in this interpreter's site-packages")
-    active = _bootstrap.active_finder() is not None
+    active = _install.active_finder() is not None
     if not active and settings["enabled"] and "autocompile.pth" in startup_files and not trust_problem:
         problems.append("the hook is not active in this interpreter (started with -S, or start-up failed: try AUTOCOMPILE_LOG=debug)")
     storage, warnings = _storage(root, int(settings["max_size"]))
@@ -380,8 +381,9 @@ def cmd_clear(args: argparse.Namespace) -> int:
     size = _evict.total_size([r.item for r in selected])
     if selected and not args.yes:
         _confirm(f"remove {len(selected)} entries ({_human_size(size)}) from {root}?")
-    freed = _evict.remove([r.item for r in selected])
-    _evict.set_estimate(root, _evict.total_size(_evict.scan(root)))
+    with _eviction_lock(root):
+        freed = _evict.remove([r.item for r in selected])
+        _evict.set_estimate(root, _evict.total_size(_evict.scan(root)))
     _emit(args, {"cache_dir": root, "removed": len(selected), "freed_bytes": freed},
           [f"removed {len(selected)} entries ({_human_size(freed)}) from {root}"])
     return EXIT_OK
@@ -397,6 +399,18 @@ def _confirm(question: str) -> None:
         raise CommandError("nothing removed")
 
 
+@contextlib.contextmanager
+def _eviction_lock(root: str, timeout: float = 60.0) -> Iterator[None]:
+    """Hold the lock the hook's size cap takes (both are ``flock`` on the same file), waiting up to ``timeout``."""
+    import filelock
+
+    try:
+        with filelock.FileLock(os.path.join(root, _evict.LOCK_FILE), timeout=timeout):
+            yield
+    except filelock.Timeout:
+        raise CommandError(f"another process has been evicting from {root} for {timeout:.0f} s; try again") from None
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     settings = _settings()
     root = _existing_root()
@@ -408,8 +422,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     stale = _evict.stale_temporaries(root, now)
     size = _evict.total_size([r.item for r in victims] + stale)
     if not args.dry_run:
-        _evict.remove([r.item for r in victims] + stale)
-        _evict.set_estimate(root, _evict.total_size(_evict.scan(root)))
+        with _eviction_lock(root):
+            _evict.remove([r.item for r in victims] + stale)
+            _evict.set_estimate(root, _evict.total_size(_evict.scan(root)))
     document = {
         "cache_dir": root,
         "dry_run": args.dry_run,

@@ -51,10 +51,10 @@ PYPERF_STUB = "import time\nperf_counter = time.perf_counter\n\nclass Runner:\n 
 CHILD = """\
 import sys, json, time
 import autocompile
-from autocompile import _bootstrap, _ext
+from autocompile import _install
 autocompile.install()
 if not {ext}:  # the bytecode side: the same cache, with the Cython tier switched off in this process
-    _bootstrap.active_finder().extensions = None
+    _install.active_finder().extensions = None
 sys.path[:0] = [{src!r}, {stubs!r}]
 import bm_{name} as m
 loader = type(m.__loader__).__name__
@@ -180,10 +180,10 @@ def main() -> int:
     # Start-up: import a 16-module package, all extensions or all bytecode (both from the warm cache).
     startup = {"extension": [], "bytecode": [], "empty": []}
     base = f"import sys; sys.path.insert(0, {startup_root!r})\n"
-    prelude = "import autocompile\nfrom autocompile import _bootstrap, _ext\nautocompile.install()\n"
+    prelude = "import autocompile\nfrom autocompile import _install\nautocompile.install()\n"
     codes = {
         "extension": prelude + base + "import startpkg\nassert type(startpkg.mod0.__loader__).__name__ == 'ExtensionLoader'\n",
-        "bytecode": prelude + "_bootstrap.active_finder().extensions = None\n" + base + "import startpkg\nassert type(startpkg.mod0.__loader__).__name__ == 'SourceFileLoader'\n",
+        "bytecode": prelude + "_install.active_finder().extensions = None\n" + base + "import startpkg\nassert type(startpkg.mod0.__loader__).__name__ == 'SourceFileLoader'\n",
         "empty": prelude + base,
     }
     for mode in codes:  # warm the cache and the page cache

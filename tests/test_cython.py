@@ -332,5 +332,5 @@ def test_no_tier_when_nothing_was_built(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
     assert _ext.open_tier(_store.Store(str(cache))) is None
-    seen = run_hooked("import json; from autocompile import _bootstrap\nprint(json.dumps('find_spec' in vars(_bootstrap.active_finder())))", cache, tmp_path)
+    seen = run_hooked("import json; from autocompile import _install\nprint(json.dumps('find_spec' in vars(_install.active_finder())))", cache, tmp_path)
     assert seen is False

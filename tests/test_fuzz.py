@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from conftest import run_python
 from reliability import MUTATIONS, OTHER_PYTHONS, TARGETS, FuzzBed
-from autocompile import _keys, _stats, _store
+from autocompile import _stats, _store
 
 MODULES = 6
 

@@ -171,7 +171,6 @@ def test_read_only_shared_tier_owned_by_root_serves_other_users(tmp_path: Path) 
     """An image-wide cache built by root, not writable by others, is read by every user."""
     import shutil
     import subprocess
-    import sys
     import tempfile
 
     from conftest import REPO, child_env, run_cli, settle

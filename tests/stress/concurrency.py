@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 
-from _common import TESTS, arguments, scratch
+from _common import arguments, scratch
 from reliability import (
     EVICT_WIRING, NO_PYC, OTHER_PYTHONS, concurrent_round, invalid_entries, stock_results, summary, unexpected_temporaries,
     relink_leaves_temporary, verify_cli, workload_code,

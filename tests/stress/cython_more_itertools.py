@@ -29,9 +29,7 @@ from conftest import child_env  # noqa: E402
 RUNNER = """\
 import sys
 import autocompile
-from autocompile import _bootstrap, _ext
 autocompile.install()
-_ext.attach(_bootstrap.active_finder())
 sys.path.insert(0, {root!r})
 import more_itertools, more_itertools.more, more_itertools.recipes
 sys.stderr.write("loaders: " + ", ".join(f"{{m.__name__}}={{type(m.__loader__).__name__}}" for m in (more_itertools, more_itertools.more, more_itertools.recipes)) + "\\n")

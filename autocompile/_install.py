@@ -1,0 +1,79 @@
+"""Installing and uninstalling the hook: the finder goes in ``PathFinder``'s slot on ``sys.meta_path``."""
+
+import os
+import sys
+
+from . import _config, _finder, _loader, _location, _log, _profiles, _stats, _store
+
+_active: "_finder.AutocompileFinder | None" = None
+
+
+def install(settings: "_config.Settings | None" = None) -> bool:
+    """Install the import hook in this process; return whether it is active.
+
+    For programs that start without ``site`` (``python -S``, embedded
+    interpreters). Installing twice is harmless.
+    """
+    global _active
+    if _active is not None:
+        return True
+    settings = settings or _config.load()
+    _log.set_level(str(settings["log"]))
+    if not settings["enabled"]:
+        return False
+    from _frozen_importlib_external import PathFinder
+
+    try:
+        slot = sys.meta_path.index(PathFinder)
+    except ValueError:
+        _log.debug("not installed: PathFinder is not on sys.meta_path")
+        return False
+    root = str(settings["cache_dir"] or "")
+    problem = _location.open_root(root) if root else "no cache directory"
+    if problem is not None:
+        if os.path.isdir(root):  # it exists but is not safe: say so, once
+            _log.warn_once("cache_dir", f"{problem}; using the standard import")
+        else:  # no home, read-only file system: an ordinary environment, stay quiet
+            _log.debug(f"{problem}; using the standard import")
+        return False
+    writable = not (settings["honour_dont_write_bytecode"] and sys.dont_write_bytecode)
+    cache = _loader.CodeCache(_store.Store(root, writable), sys.flags.optimize, "", int(settings["max_size"]))  # type: ignore[call-overload]
+    if settings["remote_mode"] != "off":
+        cache.remote = settings
+    rules = _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, [])
+    extensions = None
+    if os.path.exists(os.path.join(root, "extnames")):  # one stat: caches without extensions pay nothing more
+        from . import _ext
+
+        extensions = _ext.open_tier(cache.store)
+    _active = _finder.AutocompileFinder(
+        PathFinder,  # type: ignore[arg-type]
+        cache,
+        tuple(settings["exclude"]),  # type: ignore[arg-type]
+        _profiles.Rules(rules) if rules else None,
+        extensions,
+    )
+    sys.meta_path[slot] = _active
+    import atexit
+
+    atexit.register(_stats.flush, root)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_stats.reset)
+    return True
+
+
+def uninstall() -> bool:
+    """Put ``PathFinder`` back in its slot; return whether the hook was active."""
+    global _active
+    finder, _active = _active, None
+    if finder is None:
+        return False
+    from _frozen_importlib_external import PathFinder
+
+    sys.meta_path[:] = [PathFinder if entry is finder else entry for entry in sys.meta_path]
+    _stats.flush(finder.cache.store.root)  # type: ignore[attr-defined]
+    return True
+
+
+def active_finder() -> "_finder.AutocompileFinder | None":
+    return _active
