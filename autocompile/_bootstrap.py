@@ -1,16 +1,10 @@
-"""Start-up: run the hook's runtime from its bundle in the cache, then install it.
+"""Start-up: the runtime comes from its bundle in the cache, then the hook is installed.
 
-Run by ``autocompile.pth`` (and ``autocompile.start`` on Python 3.15+) at
-every interpreter start, so it never raises. This module and the package's
-``__init__`` are the only ones the standard machinery imports (and, without a
-``.pyc``, compiles) at every start: the rest of the runtime is executed from a
-*bundle* of its code objects kept in the cache, so autocompile starts warm even
-where its own ``__pycache__`` cannot exist.
-
-A bundle is trusted by its own file alone: a regular file owned by this user,
-not writable by others, whose fingerprint pins it to the very source files of
-this installed copy. The cache directory's own checks come later, in
-``_install``, before any cached code of the user's modules is served.
+This file and the package's ``__init__`` are all that the standard machinery
+imports (and, with no ``.pyc``, compiles) at every start: keep them small. The
+other start-up modules run from a *bundle* of their code objects, trusted by
+its own file alone (a regular file of this user, not writable by others, whose
+fingerprint pins it to this installed copy's sources). Never raises.
 """
 
 import marshal
@@ -21,43 +15,32 @@ import _imp
 from _frozen_importlib import module_from_spec
 from _frozen_importlib_external import _RAW_MAGIC_NUMBER, spec_from_file_location
 
-_FALSE = frozenset({"", "0", "false", "no", "off"})
 #: autocompile's own start-up modules, each after those it imports.
 RUNTIME_MODULES = (
     "_location", "_log", "_profiles", "_config", "_keys", "_store", "_stats", "_loader", "_finder", "_install"
 )
-_PACKAGE_DIR = os.path.dirname(__file__)
+PACKAGE_DIR = os.path.dirname(__file__)
 _APP_NAME = "autocompile"
-
-
-def is_true(text: str) -> bool:
-    return text.strip().lower() not in _FALSE
+_FALSE = ("", "0", "false", "no", "off")
 
 
 def boot() -> None:
     """The ``.pth``/``.start`` entry point: install unless disabled; never raises."""
     try:
-        if is_true(os.environ.get("AUTOCOMPILE_DISABLE", "")):
+        if os.environ.get("AUTOCOMPILE_DISABLE", "").strip().lower() not in _FALSE:
             return
-        if f"{__package__}._install" in sys.modules and sys.modules[f"{__package__}._install"].active_finder():
-            return  # venvs list site-packages twice (lib and lib64): the .pth runs twice
         root = os.environ.get("AUTOCOMPILE_CACHE_DIR") or user_cache_dir()
         from_bundle = load_runtime(root)
-        from ._install import install
+        from ._install import start
 
-        if install() and not from_bundle:
-            save_runtime(root)
+        start(root, from_bundle)
     except Exception as exc:  # a hook must never break interpreter start-up
         if os.environ.get("AUTOCOMPILE_LOG"):
             sys.stderr.write(f"autocompile: disabled: {type(exc).__name__}: {exc}\n")
 
 
 def user_cache_dir() -> str:
-    """``platformdirs.user_cache_dir("autocompile")`` without importing platformdirs.
-
-    platformdirs pulls in ``pathlib``, ``re`` and more: too slow for every start-up.
-    The result is checked against platformdirs by the tests.
-    """
+    """``platformdirs.user_cache_dir("autocompile")``, without importing platformdirs (tests compare)."""
     if sys.platform == "win32":
         import platformdirs
 
@@ -68,17 +51,17 @@ def user_cache_dir() -> str:
     return os.path.join(base, _APP_NAME)
 
 
-def _bundle_path(root: str) -> str:
+def bundle_path(root: str) -> str:
     """One bundle per installed copy of autocompile and interpreter."""
-    identity = f"{_PACKAGE_DIR}\0{sys.version}".encode("utf-8", "surrogateescape")
+    identity = f"{PACKAGE_DIR}\0{sys.version}".encode("utf-8", "surrogateescape")
     return os.path.join(root, "runtime", _imp.source_hash(_RAW_MAGIC_NUMBER, identity).hex())
 
 
-def _fingerprint() -> str:
+def fingerprint() -> str:
     """The runtime modules' sources as they are now: any change invalidates the bundle."""
     parts = []
     for name in RUNTIME_MODULES:
-        st = os.stat(os.path.join(_PACKAGE_DIR, name + ".py"))
+        st = os.stat(os.path.join(PACKAGE_DIR, name + ".py"))
         parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}")
     return "|".join(parts)
 
@@ -88,7 +71,7 @@ def load_runtime(root: str) -> bool:
     if "autocompile._finder" in sys.modules:
         return False
     try:
-        fd = os.open(_bundle_path(root), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(bundle_path(root), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return False
     try:
@@ -100,10 +83,10 @@ def load_runtime(root: str) -> bool:
     finally:
         os.close(fd)
     try:
-        fingerprint, codes = marshal.loads(data)
+        pinned, codes = marshal.loads(data)
     except (EOFError, ValueError, TypeError):
         return False
-    if fingerprint != _fingerprint() or len(codes) != len(RUNTIME_MODULES):
+    if pinned != fingerprint() or len(codes) != len(RUNTIME_MODULES):
         return False
     package = sys.modules[__package__]
     loaded = []
@@ -112,7 +95,7 @@ def load_runtime(root: str) -> bool:
             fullname = f"{__package__}.{name}"
             if fullname in sys.modules:
                 continue
-            module = module_from_spec(spec_from_file_location(fullname, os.path.join(_PACKAGE_DIR, name + ".py")))
+            module = module_from_spec(spec_from_file_location(fullname, os.path.join(PACKAGE_DIR, name + ".py")))
             sys.modules[fullname] = module
             loaded.append(fullname)
             exec(code, module.__dict__)
@@ -122,20 +105,3 @@ def load_runtime(root: str) -> bool:
             sys.modules.pop(fullname, None)
         return False
     return True
-
-
-def save_runtime(root: str) -> None:
-    """Compile the runtime modules into a bundle for the next start (in a trusted cache only)."""
-    from . import _location, _store
-
-    if _location.describe_untrusted(root) is not None:
-        return
-    codes = []
-    for name in RUNTIME_MODULES:
-        path = os.path.join(_PACKAGE_DIR, name + ".py")
-        with open(path, "rb") as file:
-            codes.append(compile(file.read(), path, "exec", dont_inherit=True, optimize=2))  # no docstrings: smaller, faster
-    try:
-        _store.write_atomic(_bundle_path(root), marshal.dumps((_fingerprint(), tuple(codes))))
-    except OSError:
-        pass

@@ -9,7 +9,7 @@ import os
 import sys
 
 from . import _profiles
-from ._bootstrap import is_true
+from ._bootstrap import _FALSE
 from ._location import user_cache_dir, user_config_file
 
 DEFAULT_MAX_SIZE = 5 * 1024**3
@@ -104,6 +104,10 @@ class Secret(dict):  # type: ignore[type-arg]
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (Secret, (self._value, self._shown))
+
+
+def is_true(text: str) -> bool:
+    return text.strip().lower() not in _FALSE
 
 
 def parse_size(text: str) -> int:

@@ -1,9 +1,10 @@
 """Installing and uninstalling the hook: the finder goes in ``PathFinder``'s slot on ``sys.meta_path``."""
 
+import marshal
 import os
 import sys
 
-from . import _config, _finder, _loader, _location, _log, _profiles, _stats, _store
+from . import _bootstrap, _config, _finder, _loader, _location, _log, _profiles, _stats, _store
 
 _active: "_finder.AutocompileFinder | None" = None
 
@@ -77,3 +78,26 @@ def uninstall() -> bool:
 
 def active_finder() -> "_finder.AutocompileFinder | None":
     return _active
+
+
+def start(root: str, from_bundle: bool) -> None:
+    """Install at interpreter start; after a start without a valid bundle, write one."""
+    if _active is not None:
+        return  # venvs list site-packages twice (lib and lib64): the .pth runs twice
+    if install() and not from_bundle:
+        save_runtime(root)
+
+
+def save_runtime(root: str) -> None:
+    """Compile the runtime modules into a bundle for the next start (in a trusted cache only)."""
+    if _location.describe_untrusted(root) is not None:
+        return
+    codes = []
+    for name in _bootstrap.RUNTIME_MODULES:
+        path = os.path.join(_bootstrap.PACKAGE_DIR, name + ".py")
+        with open(path, "rb") as file:
+            codes.append(compile(file.read(), path, "exec", dont_inherit=True, optimize=2))  # no docstrings: smaller, faster
+    try:
+        _store.write_atomic(_bootstrap.bundle_path(root), marshal.dumps((_bootstrap.fingerprint(), tuple(codes))))
+    except OSError:
+        pass
