@@ -27,9 +27,22 @@ if str(REPO) not in sys.path:
 
 from autocompile import _store  # noqa: E402
 
-PYENV = Path("/root/.pyenv/versions")
+def _other_pythons() -> list[str]:
+    """CPython 3.10+ interpreters found on PATH (``python3.X``) or under pyenv's root."""
+    import shutil
+
+    found = []
+    pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    for minor in range(10, 15):
+        candidates = sorted(pyenv_root.glob(f"versions/3.{minor}.*/bin/python3.{minor}"))
+        path = str(candidates[-1]) if candidates else shutil.which(f"python3.{minor}")
+        if path:
+            found.append(path)
+    return found
+
+
 #: Interpreters the multi-version tests share one cache between (those present here).
-OTHER_PYTHONS = [str(PYENV / v / "bin" / "python3") for v in ("3.10.13", "3.11.7", "3.12.1", "3.13.0")]
+OTHER_PYTHONS = _other_pythons()
 
 #: Child environment with no usable stock ``.pyc`` (as in a container): every module is compiled or
 #: served from the cache, and nothing is written to ``__pycache__``.
@@ -245,18 +258,6 @@ def summary(title: str, figures: dict[str, object], ok: bool) -> str:
 
 #: Until the loader calls ``_evict.after_write`` itself (as tests/test_evict.py does), children make it
 #: do so after each object published. Once the loader does, this does nothing.
-EVICT_WIRING = """
-import os, autocompile._config, autocompile._evict, autocompile._loader as loader
-if "_evict" not in loader.CodeCache.store_code.__code__.co_names:
-    _store_code, _max_size = loader.CodeCache.store_code, int(autocompile._config.load()["max_size"])
-    def store_code(self, key, code, meta):
-        path = _store_code(self, key, code, meta)
-        autocompile._evict.after_write(self.store, os.stat(path).st_size, _max_size)
-        return path
-    loader.CodeCache.store_code = store_code
-"""
-
-
 def stock_results(pythons: list[str], code: str, **env: str) -> dict[str, dict]:
     """What each interpreter prints for ``code`` without the hook: the reference."""
     results = {}

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import run_python
 from reliability import (
-    EVICT_WIRING, NO_PYC, OTHER_PYTHONS, concurrent_round, invalid_entries, relink_leaves_temporary, stock_results,
+    NO_PYC, OTHER_PYTHONS, concurrent_round, invalid_entries, relink_leaves_temporary, stock_results,
     unexpected_temporaries, verify_cli, workload_code,
 )
 from autocompile import _evict
@@ -70,7 +70,7 @@ def test_with_eviction_running_at_the_same_time(tmp_path: Path, stock: dict[str,
     cap = 512 * 1024
     for _ in range(ROUNDS):
         problems = concurrent_round(
-            cache_dir, [sys.executable] * PROCESSES, stock, workload_code(), prelude=EVICT_WIRING,
+            cache_dir, [sys.executable] * PROCESSES, stock, workload_code(),
             AUTOCOMPILE_MAX_SIZE=str(cap), **NO_PYC,
         )
         assert problems == []
@@ -94,11 +94,9 @@ def test_several_interpreter_versions_share_one_cache(tmp_path: Path, stock: dic
 
 
 def test_first_process_on_a_fresh_cache_without_stock_pycs_is_quiet(tmp_path: Path) -> None:
-    """BUG (open): with no stock .pyc for autocompile itself (containers, ``-B``), the first process
-    on an empty cache imports ``autocompile._evict`` through the hook; publishing that module calls
-    ``store_code``, whose deferred ``from . import _evict`` finds the module half-imported:
-    "internal error ... partially initialized module 'autocompile._evict' has no attribute
-    'after_write'" on stderr, and a fallback. Proposed fix: import ``_evict`` at the top of
-    ``_loader`` (it imports only ``os`` and ``_store``), before the finder is installed."""
+    """Regression: with no stock .pyc for autocompile itself (containers, ``-B``), the hook once
+    served its own lazily imported ``_evict`` and found it half-imported while publishing it
+    ("partially initialized module"): autocompile's own modules are now left to the standard
+    machinery."""
     result = run_python("import json", tmp_path / "cache", **NO_PYC)
     assert result.stderr == ""

@@ -70,11 +70,9 @@ def misplace(bed: FuzzBed, module: int, data: bytes) -> Path:
 
 
 def test_misplaced_index_entry_of_another_module_is_a_miss(bed: FuzzBed) -> None:
-    """BUG (open): an index entry is loaded without any check that it belongs to the source
-    (``load_indexed`` passes no key): module fz_0001's valid object placed at fz_0000's index path
-    runs fz_0001's code as fz_0000, though the README says "a misplaced entry is a miss".
-    Proposed fix: ``load_indexed`` also compares the entry's ``source_size`` metadata with the
-    source's ``st_size`` (a same-size misplacement stays undetectable without hashing the source)."""
+    """Regression: another module's valid entry placed at this module's index path was served.
+    Headers now record the source size, which an index hit checks (a misplacement of exactly the
+    same size stays undetectable without hashing; README, "Known limits")."""
     other = (bed.pristine / bed.paths[1]["object"].lstrip("/")).read_bytes()
     misplace(bed, 0, other)
     result = run_python("import fz_0000; print(fz_0000.VALUE)", bed.work, cwd=bed.src)
@@ -83,11 +81,9 @@ def test_misplaced_index_entry_of_another_module_is_a_miss(bed: FuzzBed) -> None
 
 @pytest.mark.parametrize("python", [p for p in OTHER_PYTHONS if os.path.exists(p)], ids=lambda p: p.split("/")[-3])
 def test_index_entry_of_another_interpreter_is_a_miss(bed: FuzzBed, python: str, tmp_path: Path) -> None:
-    """BUG (open): another interpreter's valid entry at an index path is unmarshalled as this
-    interpreter's code: 3.12's entry in 3.11, 3.11's or 3.13's in 3.12, 3.12's in 3.13 crash the
-    interpreter (SIGSEGV). Proposed fix: ``load_indexed`` rejects entries whose ``tag``, ``optimize``
-    or ``profile`` metadata differ from the cache's (the context is in the stat key, so only a
-    misplaced or copied file can get there, but a crash is not a miss)."""
+    """Regression: another interpreter's valid entry at an index path was unmarshalled as this
+    interpreter's code and crashed it (SIGSEGV). Headers now name the context (interpreter,
+    optimize level, profile), which an index hit checks."""
     other_cache = tmp_path / "other"
     run_python("import fz_0000", other_cache, cwd=bed.src, python=python)
     foreign = [

@@ -148,13 +148,8 @@ def test_parent_owned_by_another_user_gives_stock_imports(tmp_path: Path) -> Non
 
 @needs_root
 def test_cache_directory_reached_through_another_users_symlink_is_refused(tmp_path: Path) -> None:
-    """BUG (open): the cache path is a symlink owned by another user (in a sticky, world-writable
-    directory such as /tmp): that user can point it elsewhere at any time, after the check, e.g.
-    at a directory they own where they can rename our own entries onto other modules' index
-    paths. ``describe_untrusted`` follows the link (``os.stat``) and checks the parents of its
-    target only, so it is accepted. Proposed fix: ``open_root`` resolves the path once
-    (``os.path.realpath``) and the store uses the resolved path, or ``describe_untrusted`` refuses a
-    final symlink not owned by root or the user (checking the link's own directory chain too)."""
+    """A cache path that is a symlink owned by another user (in a sticky, world-writable directory
+    such as /tmp) could be repointed by that user after the check: refused."""
     real = tmp_path / "real-cache"
     real.mkdir(mode=0o700)
     sticky = tmp_path / "sticky"

@@ -16,7 +16,7 @@ import time
 
 from _common import arguments, scratch
 from reliability import (
-    EVICT_WIRING, NO_PYC, OTHER_PYTHONS, concurrent_round, invalid_entries, stock_results, summary, unexpected_temporaries,
+    NO_PYC, OTHER_PYTHONS, concurrent_round, invalid_entries, stock_results, summary, unexpected_temporaries,
     relink_leaves_temporary, verify_cli, workload_code,
 )
 
@@ -31,7 +31,7 @@ problems: list[str] = []
 started = time.monotonic()
 phases = [
     ("empty cache", [sys.executable] * args.processes, "", {}, True),
-    ("eviction", [sys.executable] * args.processes, EVICT_WIRING, {"AUTOCOMPILE_MAX_SIZE": str(args.cap)}, False),
+    ("eviction", [sys.executable] * args.processes, "", {"AUTOCOMPILE_MAX_SIZE": str(args.cap)}, False),
     ("interpreter versions", pythons * max(1, args.processes // len(pythons)), "", {}, True),
 ]
 for phase, interpreters, prelude, env, clear in phases:
