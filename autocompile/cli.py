@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _archive, _config, _evict, _explain, _install, _loader, _location, _manage, _remote, _stats, _store, _suggest, _warm
+from . import _archive, _config, _evict, _explain, _install, _loader, _location, _manage, _profiles, _remote, _stats, _store, _suggest, _warm
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -39,8 +39,28 @@ class _Parser(argparse.ArgumentParser):
 # Helpers shared by the commands ------------------------------------------------
 
 
+#: Settings given as global options (``autocompile --cache-dir DIR stats``): they override both
+#: the config file and the environment, like ``ccache``'s command-line settings.
+_command_line: dict[str, str] = {}
+
+
 def _settings() -> _config.Settings:
-    return _config.load()
+    environ = dict(os.environ)
+    if "config" in _command_line:
+        environ["AUTOCOMPILE_CONFIG"] = _command_line["config"]
+    settings = _config.load(environ)
+    if "cache_dir" in _command_line:
+        settings.set("cache_dir", os.path.abspath(_command_line["cache_dir"]), "command line --cache-dir")
+    if "max_size" in _command_line:
+        settings.set("max_size", _parse_size_option(_command_line["max_size"]), "command line --max-size")
+    return settings
+
+
+def _parse_size_option(text: str) -> int:
+    try:
+        return _config.parse_size(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _cache(settings: _config.Settings, create: bool = True) -> _loader.CodeCache:
@@ -138,6 +158,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if not active and settings["enabled"] and "autocompile.pth" in startup_files and not trust_problem:
         problems.append("the hook is not active in this interpreter (started with -S, or start-up failed: try AUTOCOMPILE_LOG=debug)")
     storage, warnings = _storage(root, int(settings["max_size"]))
+    warnings += _unmatched_profile_rules(settings)
     document = {
         **storage,
         "warnings": warnings,
@@ -215,6 +236,25 @@ def _file_system(path: str) -> str | None:
         if inside and len(mount_point) >= len(best):
             best, kind = mount_point, fs_type
     return kind
+
+
+def _unmatched_profile_rules(settings: _config.Settings) -> list[str]:
+    """Profile rules naming no importable top-level module: usually a typo."""
+    import pkgutil
+    from fnmatch import fnmatchcase
+
+    rules = _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, [])
+    if not rules:
+        return []
+    installed = {module.name for module in pkgutil.iter_modules()}
+    unmatched = []
+    for rule in rules:
+        if rule.kind == "path":
+            continue
+        head = rule.pattern.split(".")[0]
+        if not any(fnmatchcase(name, head) for name in installed):
+            unmatched.append(f"{rule.origin}: profile rule {rule.pattern!r} matches no installed module")
+    return unmatched
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -674,6 +714,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="autocompile", description="Manage the shared cache of compiled Python code.")
     parser.add_argument("--version", action="version", version=f"autocompile {_version()}")
+    parser.add_argument("--cache-dir", metavar="DIR", help="use this cache directory (overrides config and environment)")
+    parser.add_argument("--max-size", metavar="SIZE", help="size cap for this command, e.g. 500M, 2G (overrides config and environment)")
+    parser.add_argument("--config", metavar="FILE", help="read this config file instead of the default one")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -781,6 +824,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _command_line.clear()
+        _command_line.update(
+            {name: value for name in ("cache_dir", "max_size", "config") if (value := getattr(args, name, None)) is not None}
+        )
         return int(args.handler(args))
     except UsageError as exc:
         sys.stderr.write(f"autocompile: error: {exc}\n")

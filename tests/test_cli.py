@@ -381,3 +381,18 @@ def test_unusable_cache_directory_is_one_line(tmp_path: Path) -> None:
     untrusted.chmod(0o777)
     assert_one_line_error(run_cli("prune", cache_dir=untrusted), 1, "writable by group or others")
     assert stat.S_IMODE(untrusted.stat().st_mode) == 0o777
+
+
+def test_command_line_settings_override_config_and_environment(tmp_path: Path, cache_dir: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('max_size = "1G"\n')
+    chosen = tmp_path / "chosen"
+    result = run_cli(
+        "--cache-dir", str(chosen), "--max-size", "2G", "--config", str(config), "config", "--json",
+        cache_dir=cache_dir, AUTOCOMPILE_MAX_SIZE="3G",
+    )
+    settings = json.loads(result.stdout)["settings"]
+    assert settings["cache_dir"] == {"value": str(chosen), "origin": "command line --cache-dir"}
+    assert settings["max_size"] == {"value": 2 * 1024**3, "origin": "command line --max-size"}
+    bad = run_cli("--max-size", "12Q", "stats", cache_dir=cache_dir)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "12Q" in bad.stderr

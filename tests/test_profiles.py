@@ -100,3 +100,12 @@ def test_doctor_reports_bad_rules(tmp_path: Path, cache_dir: Path) -> None:
 
     doctor = cli_json("doctor", cache_dir=cache_dir, AUTOCOMPILE_PROFILES="lean=turbo")
     assert any("unknown profile 'turbo'" in problem for problem in doctor["problems"])
+
+
+def test_doctor_warns_about_rules_that_match_nothing(cache_dir: Path) -> None:
+    from conftest import cli_json
+
+    doctor = cli_json("doctor", cache_dir=cache_dir, AUTOCOMPILE_PROFILES="jsno=strip-docstrings;json=strip-asserts")
+    assert [w for w in doctor["warnings"] if "matches no installed module" in w] == [
+        "environment AUTOCOMPILE_PROFILES: profile rule 'jsno' matches no installed module"
+    ]
