@@ -15,7 +15,6 @@ it open, and temporaries (another writer's file in flight) are never evicted;
 only :func:`stale_temporaries` older than an hour are removed, by ``prune``.
 """
 
-from __future__ import annotations
 
 import os
 

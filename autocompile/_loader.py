@@ -9,6 +9,7 @@ as stock, because the compile call and its traceback are stock.
 
 import marshal
 import os
+import sys
 from time import perf_counter_ns, time_ns
 
 import _imp
@@ -103,9 +104,7 @@ class CodeCache:
         )
         path = self.store.write_object(key, data)
         if self.max_size:
-            from . import _evict
-
-            _evict.after_write(self.store, len(data), self.max_size)
+            own_module("_evict").after_write(self.store, len(data), self.max_size)
         return path
 
     def remember(self, stat_key: str, st: os.stat_result, key: str) -> bool:
@@ -147,6 +146,30 @@ def _importlib_frame(function):  # type: ignore[no-untyped-def]
     return function
 
 
+_importing_own = False  # see own_module
+
+
+def own_module(name: str):  # type: ignore[no-untyped-def]
+    """One of autocompile's modules that the import path needs only sometimes, imported on first use.
+
+    Whatever that import itself imports (``__future__``, say) is served the stock
+    way: through the cache, it could come back here for a module that is only
+    half initialized (the re-entrancy pytest's assertion rewriting guards
+    against too).
+    """
+    global _importing_own
+    fullname = f"{__package__}.{name}"
+    module = sys.modules.get(fullname)
+    if module is None:
+        _importing_own = True
+        try:
+            __import__(fullname)
+            module = sys.modules[fullname]
+        finally:
+            _importing_own = False
+    return module
+
+
 class CachedGetCode:
     """``get_code`` for one stock ``SourceFileLoader``, set on the instance by the finder.
 
@@ -170,6 +193,8 @@ class CachedGetCode:
     @_importlib_frame
     def __call__(self, fullname: str) -> CodeType | None:
         loader, cache = self.loader, self.cache
+        if _importing_own:
+            return SourceFileLoader.get_code(loader, fullname)
         path = loader.get_filename(fullname)
         try:
             st = os.stat(path)
@@ -192,9 +217,8 @@ class CachedGetCode:
             key = cache.content_key(source)
             code = cache.load_object(key)
             if code is None and cache.remote is not None:
-                from . import _remote  # only now: a local miss with the remote tier on
-
-                code = _remote.fetch_for_import(cache, key, fullname)  # never raises; within its time budget
+                # imported only now, on a local miss with the remote tier on; never raises, keeps its budget
+                code = own_module("_remote").fetch_for_import(cache, key, fullname)
         except Exception as exc:
             return self._stock_code(fullname, exc)
         compile_ns = 0

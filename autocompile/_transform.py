@@ -1,6 +1,5 @@
 """The AST transformations behind optimization profiles (imported only to compile)."""
 
-from __future__ import annotations
 
 import ast
 

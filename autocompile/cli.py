@@ -714,9 +714,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="autocompile", description="Manage the shared cache of compiled Python code.")
     parser.add_argument("--version", action="version", version=f"autocompile {_version()}")
-    parser.add_argument("--cache-dir", metavar="DIR", help="use this cache directory (overrides config and environment)")
-    parser.add_argument("--max-size", metavar="SIZE", help="size cap for this command, e.g. 500M, 2G (overrides config and environment)")
-    parser.add_argument("--config", metavar="FILE", help="read this config file instead of the default one")
+    parser.add_argument("--cache-dir", dest="global_cache_dir", metavar="DIR",
+                        help="use this cache directory (overrides config and environment)")
+    parser.add_argument("--max-size", dest="global_max_size", metavar="SIZE",
+                        help="size cap for this command, e.g. 500M, 2G (overrides config and environment)")
+    parser.add_argument("--config", dest="global_config", metavar="FILE", help="read this config file instead of the default one")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
@@ -826,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         _command_line.clear()
         _command_line.update(
-            {name: value for name in ("cache_dir", "max_size", "config") if (value := getattr(args, name, None)) is not None}
+            {name: value for name in ("cache_dir", "max_size", "config") if (value := getattr(args, f"global_{name}")) is not None}
         )
         return int(args.handler(args))
     except UsageError as exc:

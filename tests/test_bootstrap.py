@@ -76,7 +76,8 @@ def test_pth_line_survives_a_broken_package(tmp_path: Path, cache_dir: Path) -> 
         env = child_env(cache_dir, AUTOCOMPILE_LOG=log) if log else child_env(cache_dir)
         env["PYTHONPATH"] = str(broken)
         result = subprocess.run(
-            [sys.executable, "-c", f"exec({PTH_LINE!r}); print('alive')"], env=env, capture_output=True, text=True, cwd=tmp_path
+            # -S: only this exec of the line runs, not the installed copy's .pth (run twice by site in a venv)
+            [sys.executable, "-S", "-c", f"exec({PTH_LINE!r}); print('alive')"], env=env, capture_output=True, text=True, cwd=tmp_path
         )
         assert (result.returncode, result.stdout, result.stderr) == (0, "alive\n", expected)
 
