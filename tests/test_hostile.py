@@ -51,8 +51,18 @@ def public_dir():  # type: ignore[no-untyped-def]
     shutil.rmtree(path, ignore_errors=True)
 
 
-#: An interpreter another user may run (pyenv's live under /root).
-PUBLIC_PYTHON = next((p for p in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK) and os.stat(p).st_mode & 0o001 and not p.startswith("/root")), None)
+def _runs_as_nobody(python: str) -> bool:
+    """Whether another user can run ``python`` (pyenv's live under /root, for one)."""
+    if os.geteuid() != 0 or not os.path.exists(python):
+        return False
+    try:
+        return subprocess.run([python, "-c", "pass"], user=NOBODY, group=NOBODY, capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+#: An interpreter another user may run, if this machine has one.
+PUBLIC_PYTHON = next((p for p in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3") if _runs_as_nobody(p)), None)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or PUBLIC_PYTHON is None, reason="needs root, and an interpreter another user can run")

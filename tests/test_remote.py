@@ -31,25 +31,6 @@ MODULES["rpkg/__init__.py"] = "NAME = 'rpkg'\n"
 IMPORT_ALL = "import rpkg\n" + "".join(f"import rpkg.m{i}\n" for i in range(12))
 CHECK_ALL = IMPORT_ALL + "assert [getattr(rpkg, f'm{i}').VALUE for i in range(12)] == [i * 7 for i in range(12)]\nprint('OK')\n"
 
-#: Read-through in the child: the real wiring when ``_loader``/``_bootstrap`` call ``_remote``,
-#: else the same call at the same point (after a local content-key miss) patched in.
-SHIM = """
-from autocompile import _bootstrap as _b, _config as _c, _loader as _l
-_finder = _b.active_finder()
-_settings = _c.load()
-if _finder is not None and _settings["remote_mode"] != "off":
-    if getattr(_finder.cache, "remote", None) is None:
-        _finder.cache.remote = _settings
-    if "fetch_for_import" not in open(_l.__file__).read():
-        _original = _l.CodeCache.load_object
-        def _load_object(self, key, _original=_original):
-            code = _original(self, key)
-            if code is None and getattr(self, "remote", None) is not None:
-                from autocompile import _remote
-                code = _remote.fetch_for_import(self, key, "?")
-            return code
-        _l.CodeCache.load_object = _load_object
-"""
 
 
 # A real nginx ---------------------------------------------------------------------------
@@ -238,17 +219,17 @@ def remote_json(*args: str, cache_dir: Path, **env: str) -> dict:
 
 
 def outcomes(stderr: str) -> dict[str, int]:
-    """``AUTOCOMPILE_LOG=debug`` lines, counted by outcome (``compiled``, ``hit``, ``remote hit`` ...)."""
+    """``AUTOCOMPILE_LOG=debug`` lines of the test package, counted by outcome (``compiled``, ``hit``, ``remote hit`` ...)."""
     counts: dict[str, int] = {}
     for line in stderr.splitlines():
-        if line.startswith("autocompile: ") and ": " in line[13:]:
+        if line.startswith("autocompile: rpkg") and ": " in line[13:]:
             outcome = line[13:].split(": ", 1)[1].split(" (")[0].split(";")[0]
             counts[outcome] = counts.get(outcome, 0) + 1
     return counts
 
 
 def import_all(tree: Path, cache: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    code = SHIM + "import time\n_t = time.perf_counter()\n" + CHECK_ALL + "print('ELAPSED', time.perf_counter() - _t)\n"
+    code = "import time\n_t = time.perf_counter()\n" + CHECK_ALL + "print('ELAPSED', time.perf_counter() - _t)\n"
     result = run_python(code, cache, cwd=tree, AUTOCOMPILE_LOG="debug", **env)
     assert "OK" in result.stdout, result.stderr
     elapsed = float(result.stdout.split("ELAPSED")[1])
@@ -464,6 +445,6 @@ def test_the_hook_does_not_import_the_remote_client_without_a_miss(machines, bas
     run_python(CHECK_ALL, cache_a, cwd=tree_a)
     settle()
     run_python(CHECK_ALL, cache_a, cwd=tree_a)
-    code = SHIM + CHECK_ALL + "import sys\nprint(sorted(m for m in ('http.client', 'ssl', 'hashlib', 'autocompile._remote') if m in sys.modules))\n"
+    code = CHECK_ALL + "import sys\nprint(sorted(m for m in ('http.client', 'ssl', 'hashlib', 'autocompile._remote') if m in sys.modules))\n"
     result = run_python(code, cache_a, cwd=tree_a, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
