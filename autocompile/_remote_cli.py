@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import _config, _loader, _remote, _store, _warm
+from . import _config, _remote, _store, _warm
 
 FETCHED, PUSHED, PRESENT, MISSING, FAILED, REJECTED = "fetched", "pushed", "present", "missing", "failed", "rejected"
 DEFAULT_JOBS = 16
@@ -225,37 +225,3 @@ def _local_keys(store: _store.Store) -> list[str]:
             continue
         keys += [name for name in names if len(name) == 64 and not _store.is_temporary(name)]
     return keys
-
-
-def explain_remote(settings: _config.Settings, cache: _loader.CodeCache, key: str) -> tuple[str, str]:
-    """For ``explain``: whether a local miss of ``key`` would be served by the remote tier."""
-    return _remote.explain(settings, cache, key)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m autocompile._remote_cli pull|push ...``: the commands, before ``cli`` registers them."""
-    from . import cli
-
-    parser = cli._Parser(prog="autocompile")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=cli._Parser)
-    commands.required = True
-
-    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-        sub.set_defaults(handler=handler)
-        return sub
-
-    add_arguments(command)
-    original = cli.build_parser
-    cli.build_parser = lambda: parser  # type: ignore[assignment]
-    try:
-        return cli.main(argv)
-    finally:
-        cli.build_parser = original  # type: ignore[assignment]
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

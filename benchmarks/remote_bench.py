@@ -87,10 +87,7 @@ def copy_packages(names: list[str], dest: str) -> None:
 
 
 def cli(args: list[str], env: dict[str, str]) -> dict:
-    from autocompile import cli as main_cli
-
-    module = "autocompile" if "pull" in main_cli.build_parser().format_help() else "autocompile._remote_cli"
-    result = subprocess.run([sys.executable, "-m", module, *args, "--json"], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "autocompile", *args, "--json"], env=env, capture_output=True, text=True)
     if result.returncode not in (0, 1):
         raise SystemExit(result.stderr)
     return json.loads(result.stdout)

@@ -202,13 +202,9 @@ def config_of(url: str, **extra: str | None) -> _remote.Config:
 
 
 def remote_cli(*args: str, cache_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """``autocompile pull|push`` (through ``_remote_cli`` until ``cli`` registers them)."""
-    from autocompile import cli
-
-    registered = "pull" in cli.build_parser().format_help()
-    module = "autocompile" if registered else "autocompile._remote_cli"
+    """``autocompile pull|push``."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], env=child_env(cache_dir, **env), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "autocompile", *args], env=child_env(cache_dir, **env), capture_output=True, text=True, timeout=300
     )
 
 
