@@ -98,7 +98,7 @@ def pytest_outcomes(python: Path, tree: Path, tests: str, args: tuple[str, ...],
     if not hook:
         env["AUTOCOMPILE_DISABLE"] = "1"
     check = subprocess.run(
-        [str(python), "-c", "import autocompile._bootstrap as b, sys; print(b.active_finder() is not None)"],
+        [str(python), "-c", "import sys; from autocompile import _install; print(_install.active_finder() is not None)"],
         env=env, capture_output=True, text=True, cwd=tree,
     )
     assert check.stdout.strip() == str(hook), check.stderr
