@@ -52,7 +52,7 @@ def public_dir():  # type: ignore[no-untyped-def]
 
 
 def _runs_as_nobody(python: str) -> bool:
-    """Whether another user can run ``python`` (pyenv's live under /root, for one)."""
+    """Whether another user can run ``python`` (not when it lives in a directory only its owner can enter)."""
     if os.geteuid() != 0 or not os.path.exists(python):
         return False
     try:

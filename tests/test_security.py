@@ -175,7 +175,7 @@ def test_read_only_shared_tier_owned_by_root_serves_other_users(tmp_path: Path) 
     except OSError:
         usable = False
     if not usable:
-        pytest.skip("this interpreter cannot be run by another user here (e.g. it lives under /root)")
+        pytest.skip("this interpreter cannot be run by another user here")
     shared = Path(tempfile.mkdtemp(prefix="actier-", dir="/tmp"))
     try:
         os.chmod(shared, 0o755)
