@@ -385,20 +385,19 @@ class Client:
         raise RemoteError("unreachable")  # pragma: no cover
 
     def get(self, path: str, deadline: float | None = None) -> bytes | None:
-        status, data = self.request("GET", path, deadline=deadline)
+        return self._found("GET", path, deadline)
+
+    def head(self, path: str, deadline: float | None = None) -> bool:
+        return self._found("HEAD", path, deadline) is not None
+
+    def _found(self, method: str, path: str, deadline: float | None) -> bytes | None:
+        """The body for 200, ``None`` for 404; any other status is an error."""
+        status, data = self.request(method, path, deadline=deadline)
         if status == 200:
             return data
         if status == 404:
             return None
-        raise RemoteError(f"GET {path[:16]}...: HTTP {status}")
-
-    def head(self, path: str, deadline: float | None = None) -> bool:
-        status, _ = self.request("HEAD", path, deadline=deadline)
-        if status == 200:
-            return True
-        if status == 404:
-            return False
-        raise RemoteError(f"HEAD {path[:16]}...: HTTP {status}")
+        raise RemoteError(f"{method} {path[:16]}...: HTTP {status}")
 
     def put(self, path: str, data: bytes) -> None:
         status, _ = self.request("PUT", path, body=data)
