@@ -18,7 +18,6 @@ rounds of suggested/none and suggested/stock. Targets (issue 7): peak RSS at
 least 5% below ``none``, wall time no slower than ``none``.
 """
 
-import argparse
 import json
 import os
 import shlex
@@ -128,13 +127,8 @@ class ProfilesBench(run.Harness):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--python", default=sys.executable, help="interpreter to build the venvs from (default: this one)")
-    p.add_argument("--runs", type=int, default=10, help="measured rounds (default 10)")
-    p.add_argument("--smoke", action="store_true", help="synthetic workload, 2 rounds: checks the script only")
-    p.add_argument("--json", default=DEFAULT_JSON, help="where to write all samples (default %(default)s)")
-    p.add_argument("--workdir", help="work directory (default: a new temp dir under /tmp, removed unless --keep)")
-    p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    p = run.harness_arguments(__doc__, DEFAULT_JSON, "measured rounds (default 10)",
+                              "synthetic workload, 2 rounds: checks the script only")
     args = p.parse_args(argv)
     temp = args.workdir is None
     if temp:

@@ -803,14 +803,21 @@ class Harness:
         return 0
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def harness_arguments(doc, json_default, runs_help, smoke_help):
+    """The options every harness script shares (this one and those that reuse ``Harness``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--python", default=sys.executable, help="interpreter to build the venvs from (default: this one)")
-    p.add_argument("--runs", type=int, default=10, help="measured runs (pairs) per scenario (default 10)")
-    p.add_argument("--smoke", action="store_true", help="tiny synthetic workload, 2 runs: checks the harness only")
-    p.add_argument("--json", default=DEFAULT_JSON, help="where to write all samples (default %(default)s)")
+    p.add_argument("--runs", type=int, default=10, help=runs_help)
+    p.add_argument("--smoke", action="store_true", help=smoke_help)
+    p.add_argument("--json", default=json_default, help="where to write all samples (default %(default)s)")
     p.add_argument("--workdir", help="work directory (default: a new temp dir under /tmp, removed unless --keep)")
     p.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    return p
+
+
+def main(argv=None):
+    p = harness_arguments(__doc__, DEFAULT_JSON, "measured runs (pairs) per scenario (default 10)",
+                          "tiny synthetic workload, 2 runs: checks the harness only")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be >= 1")
