@@ -219,12 +219,12 @@ def test_source_with_nul_bytes_is_exactly_stock(tmp_path: Path, cache_dir: Path,
 
 REWRITER = r"""
 import os, sys, time
-path, stop, rounds = sys.argv[1], sys.argv[2], 0
+path, mode, stop, rounds = sys.argv[1], sys.argv[2], sys.argv[3], 0
 def version(n):
     return f"VERSION = {n}\n" + "".join(f"def f{k}():\n    return {n}\n" for k in range(3000))
 while not os.path.exists(stop):
     n = rounds % 7
-    if rounds % 2:
+    if mode == "replace":
         tmp = path + ".new"
         with open(tmp, "w") as f:
             f.write(version(n))
@@ -246,7 +246,7 @@ for _ in range(int(sys.argv[2])):
             module = importlib.reload(sys.modules["live_mod"])
         else:
             module = importlib.import_module("live_mod")
-    except SyntaxError:  # an in-place rewrite read half-way: stock sees the same
+    except SyntaxError:  # an in-place rewrite read half-way: stock reads the same bytes
         errors += 1
         continue
     values = {getattr(module, f"f{k}")() for k in range(3000)}
@@ -257,16 +257,19 @@ print(json.dumps({"seen": sorted(seen), "torn": torn, "errors": errors}))
 """
 
 
-def test_source_rewritten_while_it_is_compiled(tmp_path: Path, cache_dir: Path) -> None:
-    """Another process rewrites a big module in a loop (atomic replace and in place) while three
-    processes import and reload it: the code that runs is always one whole version; afterwards
-    the final version is served, from source and then from the index."""
+@pytest.mark.parametrize("mode", ["replace", "in place"])
+def test_source_rewritten_while_it_is_compiled(tmp_path: Path, cache_dir: Path, mode: str) -> None:
+    """Another process rewrites a big module in a loop while three processes import and reload
+    it. Replaced atomically, the code that runs is always one whole version. Rewritten in place,
+    a read that races the writer sees a mix of two versions, as stock's does (POSIX does not make
+    a read atomic against a write), so there only validity is asserted. Afterwards the final
+    version is served, from source and then from the index, in both modes."""
     src = tmp_path / "src"
     src.mkdir()
     final = "VERSION = 99\n" + "".join(f"def f{k}():\n    return 99\n" for k in range(3000))
-    (src / "live_mod.py").write_text(final.replace("99", "0 "))
+    (src / "live_mod.py").write_text(final.replace("99", "0"))
     stop = tmp_path / "stop"
-    rewriter = subprocess.Popen([sys.executable, "-c", REWRITER, str(src / "live_mod.py"), str(stop)], stdout=subprocess.PIPE, text=True)
+    rewriter = subprocess.Popen([sys.executable, "-c", REWRITER, str(src / "live_mod.py"), mode, str(stop)], stdout=subprocess.PIPE, text=True)
     checkers = [
         subprocess.Popen(
             [sys.executable, "-c", HOOK_PRELUDE + CHECKER, str(src), "40"], env=child_env(cache_dir, **NO_PYC),
@@ -281,7 +284,8 @@ def test_source_rewritten_while_it_is_compiled(tmp_path: Path, cache_dir: Path) 
         reports.append(json.loads(out))
     stop.touch()
     assert int(rewriter.communicate(timeout=60)[0]) > 10
-    assert all(report["torn"] == 0 for report in reports), reports
+    if mode == "replace":
+        assert all(report["torn"] == 0 and report["errors"] == 0 for report in reports), reports
     assert len(set().union(*(report["seen"] for report in reports))) > 1, "the rewrites were never seen"
     assert invalid_entries(cache_dir) == []
     (src / "live_mod.py").write_text(final)
