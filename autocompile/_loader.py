@@ -22,7 +22,9 @@ from . import _keys, _log, _profiles, _stats, _store
 #: file system's timestamp granularity without changing its ``stat``; it is not indexed
 #: until it has settled (as git does for "racily clean" files).
 SETTLE_NS = 2_000_000_000
-CodeType = type(compile("", "", "exec"))  # ``types`` is not imported at start-up
+#: ``types.CodeType``: ``types`` is not imported at start-up, and a first ``compile()`` would build
+#: the compiler's AST types (about 2 ms).
+CodeType = type(_call_with_frames_removed.__code__)
 _IMPORTLIB_FILENAME = "<frozen importlib._bootstrap_external>"
 _AST_ONLY = 0x400  # ast.PyCF_ONLY_AST, without importing ast
 

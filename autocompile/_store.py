@@ -15,7 +15,6 @@ read; anything that fails the check is a miss and is overwritten by the next
 writer.
 """
 
-import errno
 import os
 
 from . import _keys
@@ -35,7 +34,6 @@ _OPEN_NEW = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
 )
 _TEMPORARY_PREFIX = ".tmp-"
-_NO_HARD_LINKS = {errno.EPERM, errno.EMLINK, errno.EXDEV, getattr(errno, "ENOTSUP", -1), getattr(errno, "EOPNOTSUPP", -1)}
 _CHECK_OWNER = hasattr(os, "geteuid")
 
 
@@ -204,7 +202,7 @@ class Store:
                 os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
                 os.link(object_path, temporary)
         except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
+            if not _links_unsupported(exc):
                 raise
             data = self.read(object_path)
             if data is not None:
@@ -214,6 +212,14 @@ class Store:
         # Renaming a link onto another link of the same file does nothing and succeeds
         # (POSIX), which happens when processes index the same source at once.
         _unlink(temporary)
+
+
+def _links_unsupported(exc: OSError) -> bool:
+    """Whether a failed ``os.link`` means this file system has no hard links for us."""
+    import errno  # here, not at start-up: a first ``import errno`` costs 0.1-0.2 ms
+
+    unsupported = (errno.EPERM, errno.EMLINK, errno.EXDEV, getattr(errno, "ENOTSUP", -1), getattr(errno, "EOPNOTSUPP", -1))
+    return exc.errno in unsupported
 
 
 def _now() -> float:

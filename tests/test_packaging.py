@@ -78,6 +78,22 @@ def test_hook_is_active_and_caches_without_pycache(pkg_venvs: tuple[Path, Path],
     assert stats["hits"] > 0 and stats["misses"] > 0 and stats["entries"] > 0 and stats["size_bytes"] > 0
 
 
+def test_warm_start_loads_nothing_heavy(pkg_venvs: tuple[Path, Path], tmp_path: Path) -> None:
+    """A process whose imports are all hits loads the hook's own modules and, besides stock's,
+    only ``atexit`` (stats) and ``zlib`` (entry checksums): no hashing module, no compiler."""
+    python, _ = pkg_venvs
+    cache = tmp_path / "cache"
+    code = "import sys, idna; print(' '.join(sorted(sys.modules)))"
+    run(python, "-c", code, cache_dir=cache, PYTHONDONTWRITEBYTECODE="1")
+    settle()
+    run(python, "-c", code, cache_dir=cache, PYTHONDONTWRITEBYTECODE="1")
+    warm = run(python, "-c", code, cache_dir=cache, AUTOCOMPILE_LOG="debug", PYTHONDONTWRITEBYTECODE="1")
+    assert set(debug_outcomes(warm.stderr)) == {"hit"}
+    stock = run(python, "-c", code, cache_dir=cache, AUTOCOMPILE_DISABLE="1", PYTHONDONTWRITEBYTECODE="1")
+    extra = set(warm.stdout.split()) - set(stock.stdout.split())
+    assert {name for name in extra if name.partition(".")[0] != "autocompile"} <= {"atexit", "zlib"}, extra
+
+
 def test_metadata_pip_and_tools_still_work(pkg_venvs: tuple[Path, Path], tmp_path: Path) -> None:
     python, _ = pkg_venvs
     listing = run(python, "-m", "pip", "list", "--format", "json", cache_dir=tmp_path / "cache").stdout
