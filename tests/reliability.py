@@ -67,17 +67,13 @@ importlib.metadata importlib.resources multiprocessing.pool ctypes.util wsgiref.
 xmlrpc.client xmlrpc.server encodings.idna json.tool asyncio.subprocess
 """.split()
 
-#: Child code: import ``NAMES``, then print one JSON line: the modules loaded from source, a digest
-#: of every function's bytecode in them, and a few behavioural checks. Two runs agree only if the
-#: same code ran. ``NAMES`` is substituted by :func:`workload_code`.
+#: Child code: ``LOAD`` (import modules, filling ``failed``), then print one JSON line: the modules
+#: loaded from source, a digest of every function's bytecode in them, and a few behavioural checks.
+#: Two runs agree only if the same code ran. ``LOAD`` is substituted by :func:`workload_code`.
 _WORKLOAD = r"""
 import hashlib, importlib, json, sys, types
 failed = []
-for name in NAMES:
-    try:
-        importlib.import_module(name)
-    except Exception as exc:
-        failed.append(f"{name}: {type(exc).__name__}")
+LOAD
 modules = sorted(
     name for name, module in list(sys.modules.items())
     if str(getattr(module, "__file__", "") or "").endswith(".py") and not name.startswith("autocompile")
@@ -108,8 +104,27 @@ print(json.dumps({"modules": len(modules), "digest": digest.hexdigest(), "checks
 """
 
 
-def workload_code(names: list[str] | None = None) -> str:
-    return _WORKLOAD.replace("NAMES", repr(list(names or STDLIB_MODULES)))
+_IMPORT_NAMES = """
+for name in NAMES:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed.append(f"{name}: {type(exc).__name__}")
+"""
+
+#: The benchmark harness's workload (sympy, Django, docutils, Sphinx, ...): needs a venv with
+#: ``benchmarks/requirements.txt`` installed.
+_BENCHMARK_WORKLOAD = f"""
+sys.path.insert(0, {str(REPO / "benchmarks")!r})
+import workload
+workload.full_workload()
+"""
+
+
+def workload_code(names: list[str] | None = None, *, benchmark: bool = False) -> str:
+    """The child code importing ``names`` (default: ``STDLIB_MODULES``) or the benchmark's workload."""
+    load = _BENCHMARK_WORKLOAD if benchmark else _IMPORT_NAMES.replace("NAMES", repr(list(names or STDLIB_MODULES)))
+    return _WORKLOAD.replace("LOAD", load)
 
 
 def spawn(code: str, cache_dir: Path | str | None, *, python: str = sys.executable, hook: bool = True, cwd: Path | str | None = None, **env: str) -> subprocess.Popen[str]:
@@ -269,9 +284,9 @@ def stock_results(pythons: list[str], code: str, **env: str) -> dict[str, dict]:
     return results
 
 
-def concurrent_round(cache_dir: Path, pythons: list[str], expected: dict[str, dict], code: str, prelude: str = "", **env: str) -> list[str]:
+def concurrent_round(cache_dir: Path, pythons: list[str], expected: dict[str, dict], code: str, **env: str) -> list[str]:
     """One round: a process per entry of ``pythons``, all at once on ``cache_dir``; return what went wrong."""
-    results = start_together([(prelude + code, {"python": python, **env}) for python in pythons], cache_dir)
+    results = start_together([(code, {"python": python, **env}) for python in pythons], cache_dir)
     problems = []
     for python, (returncode, out, err) in zip(pythons, results):
         if returncode != 0:
