@@ -55,8 +55,8 @@ class Result(NamedTuple):
 # Settings and keys ------------------------------------------------------------------
 
 
-def check_toolchain() -> str:
-    """The Cython version; raise :class:`ToolchainError` saying what to install if anything is missing."""
+def cython_version() -> str:
+    """The Cython version (part of every extension key); raise :class:`ToolchainError` if Cython is missing."""
     try:
         import Cython
         from Cython.Build import cythonize  # noqa: F401
@@ -64,6 +64,11 @@ def check_toolchain() -> str:
         raise ToolchainError('Cython is not installed: pip install "autocompile[cython]" (Cython>=3 and setuptools)') from None
     if int(Cython.__version__.split(".")[0]) < 3:
         raise ToolchainError(f'Cython {Cython.__version__} is too old: pip install "Cython>=3"')
+    return str(Cython.__version__)
+
+
+def check_compiler() -> None:
+    """Raise :class:`ToolchainError` saying what to install if building is impossible here."""
     try:
         import setuptools  # noqa: F401
     except ImportError:
@@ -77,7 +82,6 @@ def check_toolchain() -> str:
     include = sysconfig.get_paths().get("include") or ""
     if not os.path.isfile(os.path.join(include, "Python.h")):
         raise ToolchainError(f"the Python headers are missing ({include}/Python.h): install them (e.g. apt-get install python3-dev)")
-    return str(Cython.__version__)
 
 
 def build_settings(cython_version: str) -> dict[str, Any]:
@@ -378,11 +382,13 @@ def build(
 ) -> list[Result]:
     """Build the extensions of ``targets`` into the cache at ``root`` with ``jobs`` processes.
 
-    Raises :class:`ToolchainError` when Cython or a compiler is missing. Modules
-    that are already built are reused; failures are recorded with their reason.
+    Raises :class:`ToolchainError` when Cython is missing, or a compiler is and
+    some module needs building. Modules already built (here, or shipped in an
+    archive) are reused; failures are recorded with their reason.
     """
-    version = check_toolchain()
-    settings = build_settings(version)
+    settings = build_settings(cython_version())
+    if any(_needs_building(root, target, settings, retry_failed) for target in targets):
+        check_compiler()
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(targets) or 1))
     results: list[Result] = []
     if targets:
@@ -401,6 +407,18 @@ def build(
         add_names(root, names)
     results.sort(key=lambda r: (r.name, r.path))
     return results
+
+
+def _needs_building(root: str, target: Target, settings: dict[str, Any], retry_failed: bool) -> bool:
+    """Whether ``target`` has neither a ready extension nor (unless retried) a recorded failure."""
+    try:
+        with open(target.path, "rb") as file:
+            key = extension_key(file.read(), target.name, settings)
+    except OSError:
+        return True  # build_one reports it
+    if _is_ready(_ext.extension_path(root, key)):
+        return False
+    return retry_failed or _recorded_failure(_store.Store(root, writable=False), key) is None
 
 
 def _size(path: str) -> int:
@@ -577,7 +595,7 @@ def cmd_cythonize(args: argparse.Namespace) -> int:
     if not args.targets:
         raise cli.UsageError("cythonize needs a TARGET (package, module, file or directory), --hot -- COMMAND, or --list")
     try:
-        check_toolchain()
+        cython_version()
     except ToolchainError as exc:
         raise cli.CommandError(str(exc)) from None
     hot: list[dict[str, Any]] = []

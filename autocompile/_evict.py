@@ -33,7 +33,8 @@ STALE_TEMPORARY_SECONDS = 3600
 ESTIMATE_FILE = "size"
 LOCK_FILE = "evict.lock"
 _BLOCK = 4096
-_AREAS = ("objects", "index")
+#: The directories of entries (``_ext`` describes the last three).
+_AREAS = ("objects", "index", "ext", "extindex", "failed")
 
 _pending = 0  # bytes written by this process and not yet accounted
 _max_size = 0
@@ -60,7 +61,7 @@ def disk_size(st: os.stat_result) -> int:
 
 
 def _walk(root: str):  # type: ignore[no-untyped-def]
-    """``(path, name, stat)`` of every file under ``objects/`` and ``index/``, temporaries included."""
+    """``(path, name, stat)`` of every file in the store's areas, temporaries included."""
     for area in _AREAS:
         try:
             shards = list(os.scandir(os.path.join(root, area)))

@@ -10,15 +10,16 @@ the loader's.
 
 from __future__ import annotations
 
+import copy
 import importlib.machinery
 import importlib.util
 import os
 import sys
 from time import time_ns
 
-from . import _config, _finder, _loader, _location, _manage, _profiles, _stats, _store
+from . import _config, _ext, _finder, _loader, _location, _manage, _profiles, _stats, _store
 
-HIT, STOCK_PYC, REUSED, COMPILE = "hit", "stock pyc", "reused", "compile"
+HIT, STOCK_PYC, REUSED, COMPILE, EXTENSION = "hit", "stock pyc", "reused", "compile", "extension"
 CHANGED, OTHER_BUILD = "source changed", "other interpreter"
 EXCLUDED, DISABLED, UNTRUSTED, NOT_SOURCE = "excluded", "disabled", "untrusted", "not source"
 
@@ -85,7 +86,25 @@ def explain(fullname: str, settings: _config.Settings) -> dict[str, object]:
     rules = _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, [])
     rule = _profiles.Rules(rules).match(fullname, origin) if rules else None
     document.update(profile=(rule.profile if rule else "") or "none", profile_rule=str(rule) if rule else None)
+    extension = _extension(fullname, spec, root, document)
+    if extension is not None:
+        return _verdict(document, EXTENSION, f"extension {extension}: loaded instead of bytecode (bytecode if it fails to load)")
     return _lookup(document, spec.loader, origin, root, settings, rule.profile if rule else "")  # type: ignore[arg-type]
+
+
+def _extension(fullname: str, spec: importlib.machinery.ModuleSpec, root: str, document: dict[str, object]) -> str | None:
+    """The extension the finder would load for ``fullname``; a note when one exists for another version of the source."""
+    tier = _ext.open_tier(_store.Store(root, writable=False))
+    if tier is None or fullname not in tier.names:
+        return None
+    found = tier.find(fullname, copy.copy(spec))  # find() sets the loader of the spec it is given
+    if found is None:
+        document["notes"].append(  # type: ignore[union-attr]
+            "an extension was built for this module, but not for its source as it is now: bytecode is used "
+            "(autocompile cythonize rebuilds it; autocompile cythonize --list says why a build failed)"
+        )
+        return None
+    return str(found.loader.extension_path)
 
 
 def _lookup(

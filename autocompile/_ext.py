@@ -57,8 +57,9 @@ def index_key(fullname: str, path: str, st: os.stat_result) -> str:
     return _keys.stat_key(index_context(fullname), path, st)
 
 
-def extension_path(root: str, key: str) -> str:
-    return f"{root}/ext/{key[:2]}/{key}{EXT_SUFFIX}"
+def extension_path(root: str, key: str, suffix: str = EXT_SUFFIX) -> str:
+    """Where the extension of ``key`` is; ``suffix``: the interpreter's it was built for."""
+    return f"{root}/ext/{key[:2]}/{key}{suffix}"
 
 
 def index_path(root: str, stat_key: str) -> str:
@@ -116,6 +117,8 @@ class ExtensionTier:
                 return None
             if self.store._uid is not None and so.st_uid != self.store._uid:
                 return None
+            if self.store.writable:
+                _store.refresh_if_stale(so_path, so)
         except FileNotFoundError:
             return None
         except Exception as exc:

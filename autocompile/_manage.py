@@ -10,11 +10,21 @@ import marshal
 import os
 from fnmatch import fnmatchcase
 
-from . import _evict, _keys, _stats, _store
+from . import _evict, _ext, _keys, _stats, _store
+
+
+#: What an entry is, by the area it lives in (``kind`` in ``list`` and ``--json`` output).
+KIND_CODE, KIND_EXTENSION, KIND_FAILED = "code", "extension", "failed build"
+_KINDS = {"objects": KIND_CODE, "index": KIND_CODE, "ext": KIND_EXTENSION, "extindex": KIND_EXTENSION, "failed": KIND_FAILED}
 
 
 class Record:
-    """One store item (an inode and all its names) with the key and metadata in its header."""
+    """One store item (an inode and all its names) with the key and metadata in its header.
+
+    An extension file has no header: its key is its file name, and its metadata
+    (module name, source path, interpreter) comes from the index entries that
+    point at it.
+    """
 
     __slots__ = ("item", "key", "meta")
 
@@ -31,12 +41,30 @@ class Record:
     def package(self) -> str:
         return self.name.partition(".")[0]
 
+    @property
+    def area(self) -> str:
+        """``objects``, ``index``, ``ext``, ``extindex`` or ``failed``."""
+        areas = {_area(path) for path in self.item.paths}
+        return "objects" if "objects" in areas else areas.pop()
+
+    @property
+    def kind(self) -> str:
+        return _KINDS.get(self.area, "")
+
     def is_object(self) -> bool:
-        return any(_area(path) == "objects" for path in self.item.paths)
+        return self.area == "objects"
+
+    def is_extension(self) -> bool:
+        return self.area == "ext"
+
+
+def extension_items(items: list[_evict.Item]) -> list[_evict.Item]:
+    """The extension files among ``items``."""
+    return [item for item in items if _area(item.paths[0]) == "ext"]
 
 
 def _area(path: str) -> str:
-    """``objects`` or ``index``: the directory two levels above an entry."""
+    """The store area of an entry: the directory two levels above it."""
     return os.path.basename(os.path.dirname(os.path.dirname(path)))
 
 
@@ -59,12 +87,26 @@ def read_header(path: str) -> tuple[str, dict[str, str]] | None:
 
 def records(root: str) -> list[Record]:
     """Every entry, one per inode, with whatever header it has (empty for unreadable ones)."""
-    result = []
+    result, extensions = [], []
     for item in _evict.scan(root):
+        if _area(item.paths[0]) == "ext":
+            name = os.path.basename(item.paths[0])
+            key, _, suffix = name.partition(".")
+            extensions.append(Record(item, key, {"suffix": "." + suffix, "tag": _suffix_tag(suffix)}))
+            continue
         header = read_header(item.paths[0])
         key, meta = header if header else ("", {})
         result.append(Record(item, key, meta))
-    return result
+    described = {r.key: r.meta for r in result if r.area == "extindex"}
+    for record in extensions:
+        index_meta = described.get(record.key, {})
+        record.meta.update((field, index_meta[field]) for field in ("name", "path", "cython") if field in index_meta)
+    return result + extensions
+
+
+def _suffix_tag(suffix: str) -> str:
+    """``cpython-311`` from ``cpython-311-x86_64-linux-gnu.so``: the interpreter an extension is for."""
+    return "-".join(suffix.split(".")[0].split("-")[:2])
 
 
 def matches(record: Record, pattern: str | None = None, tag: str | None = None, package: str | None = None) -> bool:
@@ -83,14 +125,21 @@ def orphans(store: _store.Store, entries: list[Record]) -> list[Record]:
     """Entries nothing can reach any more, or that only describe sources gone from their path.
 
     An index entry is orphaned when the object named in its header is gone
-    (with hard links: its inode has no name under ``objects/``); an object
-    when the source file it was compiled from no longer exists.
+    (with hard links: its inode has no name under ``objects/``); an object or
+    a failed build when the source file it was compiled from no longer exists;
+    an extension index entry when its extension file is gone; an extension when
+    no index entry points at it any more.
     """
+    indexed = {r.key for r in entries if r.area == "extindex"}
     result = []
     for record in entries:
-        if record.is_object():
-            path = record.meta.get("path")
+        area, path = record.area, record.meta.get("path")
+        if area in ("objects", "failed"):
             gone = bool(path) and not os.path.exists(path)
+        elif area == "ext":
+            gone = record.key not in indexed
+        elif area == "extindex":
+            gone = not record.key or not os.path.exists(_extension_of(store, record.key, record.meta))
         else:
             gone = not record.key or not os.path.exists(store.object_path(record.key))
         if gone:
@@ -109,13 +158,37 @@ def check(store: _store.Store, record: Record, recompile: bool) -> str | None:
     data = store.read(path)
     if data is None:
         return "unreadable, or not a regular file owned by this user"
+    if record.is_extension():
+        return None if data else "empty extension file"
     try:
-        entry = _store.unpack(data, os.path.basename(path) if _area(path) == "objects" else None)
+        entry = _store.unpack(data, os.path.basename(path) if record.is_object() else None)
     except _store.CorruptEntry as exc:
         return str(exc)
+    if record.area == "extindex":
+        return _check_extension_index(store, entry)
+    if record.area == "failed":
+        return None if entry.kind == _ext.KIND_EXTFAILED else f"kind {entry.kind} among failed builds"
     if recompile:
         return _compare_with_source(entry)
     return None
+
+
+def _check_extension_index(store: _store.Store, entry: _store.Entry) -> str | None:
+    """An extension index entry must say what the finder checks: its kind, and its extension's size."""
+    if entry.kind != _ext.KIND_EXTINDEX:
+        return f"kind {entry.kind} in the extension index"
+    try:
+        size = os.lstat(_extension_of(store, entry.key, entry.meta)).st_size
+    except FileNotFoundError:
+        return None  # an orphan (``prune --orphans``), not damage: the finder falls back to bytecode
+    except OSError as exc:
+        return f"extension unreadable: {exc.strerror}"
+    return None if str(size) == entry.meta.get("size") else "extension's size differs from its index entry"
+
+
+def _extension_of(store: _store.Store, key: str, meta: dict[str, str]) -> str:
+    """The extension an index entry points at, for whichever interpreter it was built."""
+    return _ext.extension_path(store.root, key, meta.get("suffix") or _ext.EXT_SUFFIX)
 
 
 def _compare_with_source(entry: _store.Entry) -> str | None:

@@ -228,6 +228,15 @@ def _now() -> float:
     return time()
 
 
+def refresh_if_stale(path: str, st: os.stat_result) -> None:
+    """Mark a file used now for least-recently-used eviction, at most once a day (as ``read`` does)."""
+    if st.st_mtime + REFRESH_SECONDS < _now():
+        try:
+            os.utime(path, follow_symlinks=False)
+        except (OSError, NotImplementedError):
+            pass
+
+
 def _refresh(fd: int) -> None:
     try:
         os.utime(fd)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _archive, _config, _evict, _explain, _install, _loader, _location, _manage, _profiles, _remote, _stats, _store, _suggest, _warm
+from . import _archive, _config, _evict, _explain, _ext, _install, _loader, _location, _manage, _profiles, _remote, _stats, _store, _suggest, _warm
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -266,6 +266,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 _stats.update_bucket(path, None)
     items = _evict.scan(root)
     size = _evict.total_size(items)
+    extensions = _manage.extension_items(items)
     counts = _stats.totals(root)
     overall = _summary(counts, lambda key: True)
     by_tag = {tag: _summary(counts, lambda key, tag=tag: key[0] == tag) for tag in sorted({key[0] for key in counts})}
@@ -278,6 +279,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         "entries": len(items),
         "size_bytes": size,
         "max_size_bytes": settings["max_size"],
+        "extensions": len(extensions),
+        "extensions_size_bytes": _evict.total_size(extensions),
         **overall,
         "by_python": by_tag,
         "by_package": by_package,
@@ -293,6 +296,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ("hit rate", _percent(overall["hit_rate"])),
         ("time saved", f"~{overall['saved_seconds']:.2f} s (hits x mean compile time)"),
     ]
+    if extensions or overall["extension_loads"] or overall["extension_fallbacks"]:
+        rows.append(("extensions", f"{len(extensions)} ({_human_size(_evict.total_size(extensions))}); "
+                     f"{overall['extension_loads']} loaded, {overall['extension_fallbacks']} fell back to bytecode"))
     remote = overall["remote"]
     if any(remote.values()):
         rows.append(("remote tier", f"{remote['hit']} hits, {remote['miss']} misses, {remote['error']} errors, "
@@ -326,7 +332,10 @@ _REMOTE_OUTCOMES = (_remote.HIT, _remote.MISS, _remote.ERROR, _remote.REJECTED, 
 
 def _summary(counts: _stats.Counts, selected: Callable[[tuple[str, str, str]], bool]) -> dict[str, Any]:
     """Hits, misses, hit rate and time saved over the counters ``selected`` picks."""
-    outcomes = (_stats.HIT, _stats.STOCK_PYC, _stats.REUSED, _stats.COMPILED, _stats.FALLBACK, _stats.COMPILE_NS, *_REMOTE_OUTCOMES)
+    outcomes = (
+        _stats.HIT, _stats.STOCK_PYC, _stats.REUSED, _stats.COMPILED, _stats.FALLBACK, _stats.COMPILE_NS,
+        _ext.EXT, _ext.EXT_FALLBACK, *_REMOTE_OUTCOMES,
+    )
     totals = {outcome: 0 for outcome in outcomes}
     for key, n in counts.items():
         if key[1] in totals and selected(key):
@@ -341,6 +350,8 @@ def _summary(counts: _stats.Counts, selected: Callable[[tuple[str, str, str]], b
         "compiles": compiled,
         "fallbacks": totals[_stats.FALLBACK],
         "stock_pyc": totals[_stats.STOCK_PYC],
+        "extension_loads": totals[_ext.EXT],
+        "extension_fallbacks": totals[_ext.EXT_FALLBACK],
         "hit_rate": round(hits / lookups, 4) if lookups else None,
         "mean_compile_ms": round(mean_compile_ns / 1e6, 3),
         "saved_seconds": round(hits * mean_compile_ns / 1e9, 3),
@@ -369,10 +380,14 @@ def _when(timestamp: float) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     root = _existing_root()
-    selected = sorted((r for r in _records(args, root) if r.is_object()), key=lambda r: (r.name, r.meta.get("tag", "")))
+    selected = sorted(
+        (r for r in _records(args, root) if r.is_object() or r.is_extension()),
+        key=lambda r: (r.name, r.meta.get("tag", ""), r.kind),
+    )
     entries = [
         {
             "key": record.key,
+            "kind": record.kind,
             "module": record.name,
             "path": record.meta.get("path", ""),
             "python": record.meta.get("tag", ""),
@@ -383,8 +398,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         }
         for record in selected
     ]
-    rows = [("module", "python", "opt", "size", "last use", "source")] + [
-        (e["module"], e["python"], e["optimize"], _human_size(e["size_bytes"]), _when(e["last_use"]), e["path"]) for e in entries
+    rows = [("module", "kind", "python", "opt", "size", "last use", "source")] + [
+        (e["module"] or "?", e["kind"], e["python"], e["optimize"] if e["kind"] == _manage.KIND_CODE else "-",
+         _human_size(e["size_bytes"]), _when(e["last_use"]), e["path"])
+        for e in entries
     ]
     lines = _table(rows) if entries else []
     lines.append(f"{len(entries)} entries, {_human_size(sum(e['size_bytes'] for e in entries))}")
@@ -424,6 +441,9 @@ def cmd_clear(args: argparse.Namespace) -> int:
     with _eviction_lock(root):
         freed = _evict.remove([r.item for r in selected])
         _evict.set_estimate(root, _evict.total_size(_evict.scan(root)))
+        if args.python is None and args.package is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(root, _ext.NAMES_FILE))  # no extension left: imports skip the tier again
     _emit(args, {"cache_dir": root, "removed": len(selected), "freed_bytes": freed},
           [f"removed {len(selected)} entries ({_human_size(freed)}) from {root}"])
     return EXIT_OK
@@ -543,7 +563,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     for package in args.packages:
         if not package.replace(".", "").replace("_", "").isalnum():
             raise UsageError(f"not a package name: {package}")
-    entries = [r for r in _manage.records(root) if r.is_object()]
+    entries = [r for r in _manage.records(root) if r.is_object() or r.is_extension()]
     if args.packages:
         missing = [p for p in args.packages if not any(_manage.matches(r, package=p) for r in entries)]
         if missing:

@@ -197,7 +197,7 @@ def main() -> int:
         f"import from bytecode +{(medians['bytecode'] - medians['empty']) * 1000:.1f} ms; "
         f"from extensions +{(medians['extension'] - medians['empty']) * 1000:.1f} ms"
     )
-    machine = f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, Cython {_cython.check_toolchain()}"
+    machine = f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}, Cython {_cython.cython_version()}"
     print(machine)
     if options.json:
         with open(options.json, "w") as file:

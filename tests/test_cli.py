@@ -85,12 +85,12 @@ def test_list_selects_by_module_or_path_pattern(cache_dir: Path, project: Path) 
     import_extra(cache_dir, project)
     entries = cli_json("list", "demo.*", cache_dir=cache_dir)["entries"]
     assert sorted(e["module"] for e in entries) == [f"demo.m{n}" for n in range(4)]
-    assert all(e["python"] == TAG and e["optimize"] == 0 and e["size_bytes"] > 0 for e in entries)
+    assert all(e["kind"] == "code" and e["python"] == TAG and e["optimize"] == 0 and e["size_bytes"] > 0 for e in entries)
     assert {e["path"] for e in entries} == {str(project / name) for name in MODULES}
     by_path = cli_json("list", f"{project}/demo/*", cache_dir=cache_dir)["entries"]
     assert len(by_path) == 5
     table = run_cli("list", "extra*", cache_dir=cache_dir).stdout
-    assert table.splitlines()[0].split() == ["module", "python", "opt", "size", "last", "use", "source"]
+    assert table.splitlines()[0].split() == ["module", "kind", "python", "opt", "size", "last", "use", "source"]
     assert "demo" not in table
 
 

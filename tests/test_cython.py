@@ -336,3 +336,57 @@ def test_no_tier_when_nothing_was_built(tmp_path: Path) -> None:
     assert _ext.open_tier(_store.Store(str(cache))) is None
     seen = run_hooked("import json; from autocompile import _install\nprint(json.dumps('find_spec' in vars(_install.active_finder())))", cache, tmp_path)
     assert seen is False
+
+
+def autocompile_json(*args: str, cache_dir: Path, env_path: str | None = None, expect: int = 0) -> dict:
+    """``python -m autocompile ARGS --json``: its JSON document, after checking its exit code."""
+    env = child_env(cache_dir)
+    if env_path:
+        env["PYTHONPATH"] = os.pathsep.join((env_path, env["PYTHONPATH"]))
+    result = subprocess.run([sys.executable, "-m", "autocompile", *args, "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == expect, result.stderr + result.stdout
+    return json.loads(result.stdout)
+
+
+def test_cache_commands_cover_extensions(tmp_path: Path) -> None:
+    """stats, list, explain, verify, prune, clear, export and import see extensions, with their kind."""
+    src, cache = _own_package(tmp_path, "shipped")
+    probe = PROBE.format(name="shipped")
+    assert run_hooked(probe, cache, src)["loader"] == "ExtensionLoader"
+
+    listed = autocompile_json("list", cache_dir=cache)["entries"]
+    extensions = {e["module"]: e for e in listed if e["kind"] == "extension"}
+    assert set(extensions) == {"shipped", "shipped.mod"}
+    assert extensions["shipped.mod"]["path"] == str(src / "shipped" / "mod.py")
+    assert extensions["shipped.mod"]["python"] == sys.implementation.cache_tag
+    assert {e["kind"] for e in autocompile_json("list", "shipped.mod", cache_dir=cache)["entries"]} == {"extension"}
+    stats = autocompile_json("stats", cache_dir=cache)
+    assert stats["extensions"] == 2 and stats["extensions_size_bytes"] > 0 and stats["extension_loads"] == 2
+    explained = autocompile_json("explain", "shipped.mod", cache_dir=cache, env_path=str(src))
+    assert explained["verdict"] == "extension" and explained["reason"].startswith(f"extension {cache}/ext/")
+    assert autocompile_json("verify", "--all", cache_dir=cache)["problems"] == []
+
+    # A damaged extension index entry: verify names it, --fix removes it, bytecode serves the module.
+    so_file, index, _entry = _so_of(cache, "shipped.mod", src)
+    index.write_bytes(index.read_bytes()[:-3] + b"xyz")
+    problems = autocompile_json("verify", cache_dir=cache, expect=1)["problems"]
+    assert [p["path"] for p in problems] == [str(index)]
+    autocompile_json("verify", "--fix", cache_dir=cache, expect=1)
+    assert not index.exists() and run_hooked(probe, cache, src)["loader"] == "SourceFileLoader"
+    pruned = autocompile_json("prune", "--orphans", "--dry-run", cache_dir=cache)
+    assert [(e["path"], e["reason"]) for e in pruned["entries"]] == [(str(so_file), "orphaned")]  # nothing points at it
+
+    assert cythonize_json(str(src / "shipped"), cache_dir=cache)["reused"] == 2  # indexed again, not rebuilt
+
+    # Shipped to a new cache: the extensions travel; cythonize indexes them without compiling.
+    archive = tmp_path / "shipped.zip"
+    assert autocompile_json("export", str(archive), "shipped", cache_dir=cache)["entries"] >= 2
+    cleared = autocompile_json("clear", "--yes", cache_dir=cache)
+    assert cleared["removed"] > 0 and not (cache / "extnames").exists()
+    assert autocompile_json("list", cache_dir=cache)["entries"] == []
+    imported = autocompile_json("import", str(archive), cache_dir=cache)
+    assert imported["added"] >= 2
+    rebuilt = cythonize_json(str(src / "shipped"), cache_dir=cache, PATH="/nonexistent")  # no compiler on PATH
+    assert (rebuilt["reused"], rebuilt["built"], rebuilt["failed"]) == (2, 0, 0), rebuilt
+    seen = run_hooked(probe, cache, src)
+    assert (seen["loader"], seen["function"], seen["value"]) == ("ExtensionLoader", "cython_function_or_method", 42)
