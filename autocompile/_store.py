@@ -192,15 +192,19 @@ class Store:
         return path
 
     def link_index(self, stat_key: str, object_path: str) -> None:
-        """Point the index entry at the object: a hard link, or a copy where links fail."""
+        """Point the index entry at the object: a hard link, or a copy where links fail.
+
+        The link is made at its final name when that is free (one system call: a
+        reader sees no entry or the whole object); an entry already there (another
+        process indexing the same file, or a damaged entry) is replaced atomically
+        through a temporary link.
+        """
         path = self.index_path(stat_key)
-        temporary = _temporary_name(path)
         try:
-            try:
-                os.link(object_path, temporary)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
-                os.link(object_path, temporary)
+            if _link_new(object_path, path):
+                return
+            temporary = _temporary_name(path)
+            os.link(object_path, temporary)
         except OSError as exc:
             if not _links_unsupported(exc):
                 raise
@@ -212,6 +216,21 @@ class Store:
         # Renaming a link onto another link of the same file does nothing and succeeds
         # (POSIX), which happens when processes index the same source at once.
         _unlink(temporary)
+
+
+def _link_new(source: str, path: str) -> bool:
+    """Hard-link ``source`` at ``path`` if that name is free; ``False`` if it is taken."""
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:  # a new shard directory
+        os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
+        try:
+            os.link(source, path)
+        except FileExistsError:
+            return False
+    return True
 
 
 def _links_unsupported(exc: OSError) -> bool:

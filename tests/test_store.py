@@ -85,6 +85,22 @@ def test_a_directory_in_an_entrys_place_is_replaced(tmp_path: Path) -> None:
     assert target.read_bytes() == b"data"
 
 
+def test_link_index_links_new_names_and_replaces_old_entries(tmp_path: Path) -> None:
+    """A free name gets the object's inode; a taken one (the same object, or a damaged entry) is
+    replaced atomically; no temporary is left either way."""
+    store = _store.Store(str(tmp_path))
+    obj = store.write_object(KEY, entry_bytes())
+    stat_key = "cd" * 16
+    index = Path(store.index_path(stat_key))
+    for before in (None, obj, b"damaged"):
+        if isinstance(before, bytes):
+            index.unlink()
+            index.write_bytes(before)
+        store.link_index(stat_key, obj)
+        assert os.path.samefile(index, obj)
+        assert os.listdir(index.parent) == [index.name]
+
+
 def test_read_does_not_follow_symlinks(tmp_path: Path) -> None:
     store = _store.Store(str(tmp_path))
     real = tmp_path / "real"
