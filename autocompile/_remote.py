@@ -55,6 +55,14 @@ ENVELOPE_HEADER = len(ENVELOPE_MAGIC) + 1 + 32
 FLAG_SIGNED = 1
 _AC_DOMAIN = b"autocompile-ac-v1\0"
 _SIGN_DOMAIN = b"autocompile-object-v1\0"
+_PACK_DOMAIN = b"autocompile-pack-v1\0"
+_PACK_LIST_DOMAIN = b"autocompile-pack-list-v1\0"
+PACK_MAGIC = b"ACPK\x01"
+PACK_LIST_MAGIC = b"ACPL\x01"
+#: A pack holds at most this many bytes of objects (a push makes as many as it needs) ...
+PACK_BYTES = 32 * 1024 * 1024
+#: ... and the server's pack list names the newest packs, up to this many.
+MAX_PACKS = 32
 #: Blobs larger than this are refused without being read (a hostile server cannot fill memory).
 MAX_BLOB = 64 * 1024 * 1024
 
@@ -197,21 +205,21 @@ def ac_digest(config: Config, key: str) -> str:
     return hashlib.sha256(_AC_DOMAIN + _namespace(config.key) + bytes.fromhex(key)).hexdigest()
 
 
-def _mac(secret: bytes, data: bytes) -> bytes:
+def _mac(secret: bytes, data: bytes, domain: bytes = _SIGN_DOMAIN) -> bytes:
     import hmac
 
-    return hmac.new(secret, _SIGN_DOMAIN + data, "sha256").digest()
+    return hmac.new(secret, domain + data, "sha256").digest()
 
 
-def seal(config: Config, data: bytes) -> bytes:
-    """The envelope of an object file: signed with the team key, or marked unsigned."""
+def seal(config: Config, data: bytes, domain: bytes = _SIGN_DOMAIN) -> bytes:
+    """The envelope of an object file (or, by ``domain``, a pack or pack list): signed with the team key, or marked unsigned."""
     if config.key is None:
         return ENVELOPE_MAGIC + b"\0" + bytes(32) + data
-    return ENVELOPE_MAGIC + bytes((FLAG_SIGNED,)) + _mac(config.key, data) + data
+    return ENVELOPE_MAGIC + bytes((FLAG_SIGNED,)) + _mac(config.key, data, domain) + data
 
 
-def open_envelope(config: Config, blob: bytes, key: str) -> _store.Entry:
-    """Check an envelope completely and return the object inside; raise :class:`Rejected`."""
+def _unseal(config: Config, blob: bytes, domain: bytes) -> bytes:
+    """What an envelope holds, once its signature (or the reader's trust in unsigned data) allows; raise :class:`Rejected`."""
     if len(blob) < ENVELOPE_HEADER or blob[: len(ENVELOPE_MAGIC)] != ENVELOPE_MAGIC:
         raise Rejected("not an autocompile envelope")
     flags = blob[len(ENVELOPE_MAGIC)]
@@ -222,10 +230,20 @@ def open_envelope(config: Config, blob: bytes, key: str) -> _store.Entry:
 
         if flags != FLAG_SIGNED:
             raise Rejected("unsigned object, and a key is required")
-        if not hmac.compare_digest(mac, _mac(config.key, data)):
+        if not hmac.compare_digest(mac, _mac(config.key, data, domain)):
             raise Rejected("signature does not verify")
     elif config.trust != UNSIGNED:
         raise Rejected("no key to verify with, and unsigned objects are not trusted")
+    return data
+
+
+def open_envelope(config: Config, blob: bytes, key: str) -> _store.Entry:
+    """Check an envelope completely and return the object inside; raise :class:`Rejected`."""
+    return check_object(_unseal(config, blob, _SIGN_DOMAIN), key)
+
+
+def check_object(data: bytes, key: str) -> _store.Entry:
+    """The object file ``data`` of ``key`` once it is whole and holds code; raise :class:`Rejected`."""
     try:
         entry = _store.unpack(data, key)
     except _store.CorruptEntry as exc:
@@ -233,6 +251,40 @@ def open_envelope(config: Config, blob: bytes, key: str) -> _store.Entry:
     if entry.kind != _store.KIND_CODE:
         raise Rejected("not a code object")
     return entry
+
+
+def pack(objects: "list[tuple[str, bytes]]") -> bytes:
+    """Object files in one blob: a table (key, length) and the files, in key order."""
+    objects = sorted(objects)
+    table = b"".join(bytes.fromhex(key) + len(data).to_bytes(8, "little") for key, data in objects)
+    return PACK_MAGIC + len(objects).to_bytes(4, "little") + table + b"".join(data for _key, data in objects)
+
+
+def unpack_pack(data: bytes) -> "dict[str, memoryview]":
+    """The object files of a pack by key (each still to be checked); raise :class:`Rejected`."""
+    start = len(PACK_MAGIC) + 4
+    if data[: len(PACK_MAGIC)] != PACK_MAGIC or len(data) < start:
+        raise Rejected("not an autocompile pack")
+    count = int.from_bytes(data[len(PACK_MAGIC) : start], "little")
+    offset = start + 40 * count
+    view, objects = memoryview(data), {}
+    for n in range(count):
+        row = data[start + 40 * n : start + 40 * (n + 1)]
+        length = int.from_bytes(row[32:], "little")
+        if len(row) != 40 or offset + length > len(data):
+            raise Rejected("truncated pack")
+        objects[row[:32].hex()] = view[offset : offset + length]
+        offset += length
+    if offset != len(data):
+        raise Rejected("trailing bytes in pack")
+    return objects
+
+
+def _pack_list_address(config: Config) -> str:
+    """Where the list of a team's newest packs is: like ``ac_digest``, computable by any reader."""
+    import hashlib
+
+    return "ac/" + hashlib.sha256(_PACK_LIST_DOMAIN + _namespace(config.key)).hexdigest()
 
 
 def pointer(key: str, digest: str, size: int) -> bytes:
@@ -437,6 +489,65 @@ class Client:
         if not self.head(f"cas/{digest}"):
             self.put(f"cas/{digest}", blob)
         self.put(f"ac/{ac_digest(self.config, key)}", pointer(key, digest, len(blob)))
+
+
+    # Packs: a pull fetches a whole push in a few requests ------------------------------
+
+    def pack_list(self) -> list[str]:
+        """The digests of the newest packs, newest first; ``[]`` when none was published."""
+        found = self.get(_pack_list_address(self.config))
+        if found is None:
+            return []
+        data = _unseal(self.config, found, _PACK_LIST_DOMAIN)
+        body = data[len(PACK_LIST_MAGIC) :]
+        if data[: len(PACK_LIST_MAGIC)] != PACK_LIST_MAGIC or len(body) % 32:
+            raise Rejected("not an autocompile pack list")
+        return [body[n : n + 32].hex() for n in range(0, len(body), 32)]
+
+    def fetch_pack(self, digest: str) -> "dict[str, memoryview]":
+        """The object files of one pack, signature checked (each file still to be checked); raise if absent or bad."""
+        import hashlib
+
+        blob = self.get(f"cas/{digest}")
+        if blob is None:
+            raise RemoteError(f"pack {digest[:16]}... is listed but gone")
+        if hashlib.sha256(blob).hexdigest() != digest:
+            raise Rejected("pack does not match its address")
+        return unpack_pack(_unseal(self.config, blob, _PACK_DOMAIN))
+
+    def publish_packs(self, objects: "list[tuple[str, bytes]]") -> int:
+        """Upload ``objects`` as packs and put them first in the pack list; return how many packs.
+
+        The list is read, changed and written back: two pushes at once may lose
+        one's packs from it, which costs later pulls requests, never correctness.
+        """
+        import hashlib
+
+        if not objects:
+            return 0
+        batches: list[list[tuple[str, bytes]]] = [[]]
+        size = 0
+        for key, data in sorted(objects):
+            if batches[-1] and size + len(data) > PACK_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append((key, data))
+            size += len(data)
+        digests = []
+        for batch in batches:
+            blob = seal(self.config, pack(batch), _PACK_DOMAIN)
+            digests.append(hashlib.sha256(blob).hexdigest())
+            if not self.head(f"cas/{digests[-1]}"):
+                self.put(f"cas/{digests[-1]}", blob)
+        try:
+            current = self.pack_list()
+        except Rejected:
+            current = []  # a damaged list is replaced
+        newest = (digests + [d for d in current if d not in digests])[:MAX_PACKS]
+        if newest != current:
+            body = PACK_LIST_MAGIC + b"".join(bytes.fromhex(d) for d in newest)
+            self.put(_pack_list_address(self.config), seal(self.config, body, _PACK_LIST_DOMAIN))
+        return len(digests)
 
 
 # Read-through -----------------------------------------------------------------------

@@ -25,11 +25,13 @@ def add_arguments(command: Callable[..., argparse.ArgumentParser]) -> None:
     pull.add_argument("targets", nargs="*", metavar="PATH|PACKAGE")
     pull.add_argument("--site-packages", action="store_true", help="everything in this interpreter's site-packages")
     pull.add_argument("--jobs", type=int, metavar="N", help=f"parallel requests (default {DEFAULT_JOBS})")
+    pull.add_argument("--each", action="store_true",
+                      help="also ask for every object not in the server's packs, one request each (default: only when there are no packs)")
     push = command("push", cmd_push, "upload to the remote tier the cached code of PACKAGEs or PATHs the server lacks")
     push.add_argument("targets", nargs="*", metavar="PATH|PACKAGE")
     push.add_argument("--site-packages", action="store_true", help="everything in this interpreter's site-packages")
     push.add_argument("--all", action="store_true", help="every object in the local cache")
-    push.add_argument("--queue", action="store_true", help="the objects queued by imports (remote_mode = read-write)")
+    push.add_argument("--queue", action="store_true", help="the objects queued by imports (remote_mode = read-write; published without a pack)")
     push.add_argument("--jobs", type=int, metavar="N", help=f"parallel requests (default {DEFAULT_JOBS})")
 
 
@@ -152,21 +154,64 @@ def cmd_pull(args: argparse.Namespace) -> int:
         wanted.setdefault(key, []).append((path, st, stat_key))
     pool = _Pool(config, args.jobs or DEFAULT_JOBS)
 
+    def keep(key: str, data: bytes) -> None:
+        cache.store.write_object(key, data)
+        for _path, st, stat_key in wanted[key]:
+            cache.remember(stat_key, st, key)
+
     def fetch(key: str) -> tuple[str, str]:
         found = pool.client().fetch(key)
         if found is None:
             return MISSING, ""
-        data, _entry = found
-        cache.store.write_object(key, data)
-        for _path, st, stat_key in wanted[key]:
-            cache.remember(stat_key, st, key)
+        keep(key, found[0])
         return FETCHED, ""
 
-    results = pool.run(fetch, list(wanted), _progress("pulling"))
+    results, complete = _pull_packs(pool.client(), wanted, keep)
+    done = {key for key, _outcome, _reason in results}
+    remaining = [key for key in wanted if key not in done]
+    if complete and not args.each:
+        results += [(key, MISSING, "") for key in remaining]  # not in the packs of every push so far
+    else:
+        results += pool.run(fetch, remaining, _progress("pulling"))
     # Counted per source file, like ``warm``: files sharing one object count each.
     per_file = [(key, outcome, reason) for key, outcome, reason in results for _ in wanted[key]]
     return _summarise(args, config, (FETCHED, PRESENT, MISSING, FAILED, REJECTED), per_file,
                       {PRESENT: present, FAILED: unreadable}, started, pool)
+
+
+def _pull_packs(client: _remote.Client, wanted: dict, keep: Callable[[str, bytes], None]) -> tuple[list[tuple[str, str, str]], bool]:
+    """Take the wanted objects from the server's packs: ``(results, whether every listed pack was read)``.
+
+    A pack that is missing or fails its signature is skipped whole (its objects
+    are then asked for one by one); an object in a good pack is still checked
+    on its own before it is kept.
+    """
+    results: list[tuple[str, str, str]] = []
+    try:
+        digests = client.pack_list()
+    except (_remote.RemoteError, _remote.Rejected, OSError):
+        return results, False
+    complete, todo = bool(digests), set(wanted)
+    for digest in digests:
+        if not todo:
+            break
+        try:
+            objects = client.fetch_pack(digest)
+        except (_remote.RemoteError, _remote.Rejected, OSError):
+            complete = False
+            continue
+        for key in todo & objects.keys():
+            todo.discard(key)
+            data = bytes(objects[key])
+            try:
+                _remote.check_object(data, key)
+            except _remote.Rejected as exc:
+                results.append((key, REJECTED, str(exc)))
+                continue
+            keep(key, data)
+            results.append((key, FETCHED, ""))
+    client.close()
+    return results, complete
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -209,7 +254,23 @@ def cmd_push(args: argparse.Namespace) -> int:
         return PUSHED, ""
 
     results = pool.run(upload, list(keys), _progress("pushing"))
-    return _summarise(args, config, (PUSHED, PRESENT, MISSING, FAILED), results, {MISSING: not_cached}, started, pool)
+    packs = 0
+    if not args.queue or paths or args.all:  # imports' queue is drained often: no pack for it alone
+        stored = [key for key, outcome, _ in results if outcome in (PUSHED, PRESENT)]
+        try:
+            packs = _push_packs(pool.client(), cache.store, stored)
+        except (_remote.RemoteError, OSError) as exc:
+            results.append(("pack", FAILED, f"the objects are pushed, their pack is not: {exc}"))
+    return _summarise(args, config, (PUSHED, PRESENT, MISSING, FAILED), results, {MISSING: not_cached, "packs": packs}, started, pool)
+
+
+def _push_packs(client: _remote.Client, store: _store.Store, keys: list[str]) -> int:
+    """Publish the pushed objects as packs too, so that a pull takes them in a few requests."""
+    objects = [(key, data) for key in keys if (data := store.read(store.object_path(key))) is not None]
+    try:
+        return client.publish_packs(objects)
+    finally:
+        client.close()
 
 
 def _local_keys(store: _store.Store) -> list[str]:

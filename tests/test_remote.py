@@ -266,6 +266,38 @@ def test_push_then_pull_into_an_empty_cache_serves_imports_with_zero_compiles(ma
     assert (repeat["fetched"], repeat["present"]) == (0, 13)
 
 
+def test_pull_takes_a_push_from_its_packs_in_a_few_requests(machines, base, proxy):  # type: ignore[no-untyped-def]
+    """A push publishes its objects as a signed pack: a pull reads the pack list and the pack (two
+    requests, not two per object) and does not ask for modules no one pushed (``--each`` does)."""
+    tree_a, cache_a, tree_b, cache_b = machines
+    url = base.replace(str(base.split("/")[2]), f"127.0.0.1:{proxy.port}")
+    assert publish(tree_a, cache_a, url)["packs"] == 1
+    (tree_b / "rpkg" / "unused.py").write_text("NEVER_IMPORTED = True\n")
+    settle()
+    before = proxy.requests
+    pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(url, AUTOCOMPILE_REMOTE_MODE="read"))
+    assert (pulled["fetched"], pulled["missing"], pulled["rejected"]) == (13, 1, 0), pulled
+    assert proxy.requests - before == 2
+    result, _ = import_all(tree_b, cache_b)
+    assert outcomes(result.stderr) == {"hit": 13}, result.stderr
+    before = proxy.requests
+    each = remote_json("pull", "--each", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(url, AUTOCOMPILE_REMOTE_MODE="read"))
+    assert (each["present"], each["missing"]) == (13, 1) and proxy.requests - before == 3  # list, pack, the one object
+
+
+def test_a_pack_that_fails_its_checks_is_skipped_whole(machines, base):  # type: ignore[no-untyped-def]
+    """A pack replaced on the server (its digest no longer matches) is not used: every object is
+    then fetched on its own and checked as always."""
+    tree_a, cache_a, tree_b, cache_b = machines
+    publish(tree_a, cache_a, base)
+    client = _remote.Client(config_of(base))
+    (digest,) = client.pack_list()
+    client.put(f"cas/{digest}", _remote.seal(config_of(base), _remote.pack([]), b"autocompile-pack-v1\0"))
+    client.close()
+    pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
+    assert (pulled["fetched"], pulled["rejected"], pulled["missing"]) == (13, 0, 0), pulled
+
+
 def test_pull_reports_what_the_server_lacks(machines, base):  # type: ignore[no-untyped-def]
     _tree_a, _cache_a, tree_b, cache_b = machines
     pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base))
@@ -417,6 +449,21 @@ def test_envelope_checks() -> None:
     assert _remote.ac_digest(config, key) != _remote.ac_digest(other, key)
     with pytest.raises(_remote.Rejected, match="another content key"):
         _remote.read_pointer(_remote.pointer(key, "00" * 32, 10), "cd" * 32)
+
+
+def test_pack_checks() -> None:
+    config = config_of("http://127.0.0.1:9/x")
+    objects = [(f"{n:02x}" * 32, _store.pack(_store.KIND_CODE, f"{n:02x}" * 32, marshal.dumps(compile(f"X = {n}", "m", "exec")), {})) for n in range(3)]
+    packed = _remote.pack(objects)
+    assert {key: bytes(data) for key, data in _remote.unpack_pack(packed).items()} == dict(objects)
+    for damaged in (packed[:-1], packed + b"x", b"ACPK\x02" + packed[5:], packed[:9]):
+        with pytest.raises(_remote.Rejected):
+            _remote.unpack_pack(damaged)
+    # Domain separation: an object's envelope is no pack list, and a pack's envelope no object.
+    sealed = _remote.seal(config, packed, b"autocompile-pack-v1\0")
+    with pytest.raises(_remote.Rejected, match="signature"):
+        _remote.open_envelope(config, sealed, objects[0][0])
+    assert _remote._unseal(config, sealed, b"autocompile-pack-v1\0") == packed
 
 
 def test_settings_and_secrets_are_never_shown(tmp_path: Path) -> None:
