@@ -4,9 +4,9 @@ Only this module is imported by the hook; building lives in ``_cython`` and is
 never run during an import. Layout under the cache root::
 
     extnames               module names that have (or had) an extension: one per line
-    ext/ab/<key><suffix>   the extension modules, named by their extension key
-    extindex/cd/<statkey>  one entry per (source path, module name, stat): the key of its extension
-    failed/ab/<key>        builds that failed, with the compiler's reason
+    ext/a/<key><suffix>    the extension modules, named by their extension key
+    extindex/c/<statkey>   one entry per (source path, module name, stat): the key of its extension
+    failed/a/<key>         builds that failed, with the compiler's reason
 
 An extension file is never rewritten: new content has a new key, so a new
 name, and a process that has mapped the old file keeps it.
@@ -59,15 +59,15 @@ def index_key(fullname: str, path: str, st: os.stat_result) -> str:
 
 def extension_path(root: str, key: str, suffix: str = EXT_SUFFIX) -> str:
     """Where the extension of ``key`` is; ``suffix``: the interpreter's it was built for."""
-    return f"{root}/ext/{key[:2]}/{key}{suffix}"
+    return _store.sharded(f"{root}/ext", key + suffix)
 
 
 def index_path(root: str, stat_key: str) -> str:
-    return f"{root}/extindex/{stat_key[:2]}/{stat_key}"
+    return _store.sharded(f"{root}/extindex", stat_key)
 
 
 def failed_path(root: str, key: str) -> str:
-    return f"{root}/failed/{key[:2]}/{key}"
+    return _store.sharded(f"{root}/failed", key)
 
 
 def read_names(root: str) -> "frozenset[str] | None":

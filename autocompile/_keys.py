@@ -17,7 +17,7 @@ import _imp
 MAGIC_NUMBER: bytes = _bootstrap_external.MAGIC_NUMBER
 
 #: Bumped whenever the object format or what goes into a key changes.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 KEY_BYTES = 32
 
 

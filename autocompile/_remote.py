@@ -15,7 +15,7 @@ addressed by the sha256 of the stored blob. Two entries per object:
     or is ``b"unsigned"``: teams with different keys never overwrite each other.
 ``cas/<sha256(blob)>``
     the *envelope*: ``b"ACRS" 0x01 flags | HMAC-SHA256 (32) | object file``, where
-    the object file is exactly the local ``objects/ab/<key>`` file (its header holds
+    the object file is exactly the local ``objects/a/<key>`` file (its header holds
     the content key) and the HMAC covers ``"autocompile-object-v1\\0" + object file``,
     hence the content key: a server cannot swap entries.
 

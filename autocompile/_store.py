@@ -2,8 +2,8 @@
 
 Layout under the cache root::
 
-    objects/ab/abcdef...   one object per content key
-    index/cd/cdef01...     one hard link per stat key, to the object it maps to
+    objects/a/abcdef...    one object per content key
+    index/c/cdef01...      one hard link per stat key, to the object it maps to
     stats/                 counters (see ``_stats``)
 
 An index entry *is* the object (a second name for the same inode), so a warm
@@ -140,10 +140,10 @@ class Store:
         self._uid = os.geteuid() if _CHECK_OWNER else None
 
     def object_path(self, key: str) -> str:
-        return f"{self.objects}/{key[:2]}/{key}"
+        return sharded(self.objects, key)
 
     def index_path(self, stat_key: str) -> str:
-        return f"{self.index}/{stat_key[:2]}/{stat_key}"
+        return sharded(self.index, stat_key)
 
     # Reading -------------------------------------------------------------
 
@@ -245,6 +245,16 @@ def _now() -> float:
     from time import time
 
     return time()
+
+
+def sharded(directory: str, name: str) -> str:
+    """``directory/<first hex digit of name>/name``.
+
+    Sixteen subdirectories, as ccache has: an empty cache costs 16 ``mkdir`` per
+    area (each a journal transaction), not the 256 of two digits, and a
+    directory holds a few thousand entries at most for a cache of 50,000.
+    """
+    return f"{directory}/{name[0]}/{name}"
 
 
 def refresh_if_stale(path: str, st: os.stat_result) -> None:

@@ -105,7 +105,7 @@ def test_explain_gives_the_loaders_verdict_without_importing(cache_dir: Path, pr
     import_demo(cache_dir, project)
     hit = explain("demo.m1", cache_dir, project)
     assert hit["verdict"] == "hit" and hit["origin"] == str(project / "demo/m1.py")
-    assert (cache_dir / "index" / hit["stat_key"][:2] / hit["stat_key"]).exists()
+    assert (cache_dir / "index" / hit["stat_key"][:1] / hit["stat_key"]).exists()
 
     copy = write_tree(tmp_path / "copy", {"demo/__init__.py": "", "demo/m1.py": MODULES["demo/m1.py"]})
     assert explain("demo.m1", cache_dir, copy)["verdict"] == "reused"
@@ -190,7 +190,7 @@ def test_prune_older_than_max_size_dry_run_and_stale_temporaries(cache_dir: Path
 def test_prune_least_recently_used_goes_first(cache_dir: Path, project: Path) -> None:
     import_demo(cache_dir, project)
     entries = cli_json("list", "demo.m*", cache_dir=cache_dir)["entries"]
-    by_module = {e["module"]: cache_dir / "objects" / e["key"][:2] / e["key"] for e in entries}
+    by_module = {e["module"]: cache_dir / "objects" / e["key"][:1] / e["key"] for e in entries}
     for n, module in enumerate(sorted(by_module)):
         age([by_module[module]], 1000 * (10 - n))  # demo.m0 is the least recently used
     size = cli_json("stats", cache_dir=cache_dir)["size_bytes"]
@@ -205,7 +205,7 @@ def test_prune_orphans(cache_dir: Path, tmp_path: Path) -> None:
     run_python("import gone, kept", cache_dir, cwd=tree)
     kept = {e["module"]: e["key"] for e in cli_json("list", cache_dir=cache_dir)["entries"]}["kept"]
     (tree / "gone.py").unlink()
-    (cache_dir / "objects" / kept[:2] / kept).unlink()  # its index link is now orphaned
+    (cache_dir / "objects" / kept[:1] / kept).unlink()  # its index link is now orphaned
     result = cli_json("prune", "--orphans", cache_dir=cache_dir)
     assert sorted(e["reason"] for e in result["entries"]) == ["orphaned", "orphaned"]
     assert objects(cache_dir) == [] and not list((cache_dir / "index").glob("*/*"))
@@ -219,7 +219,7 @@ def test_verify_finds_corrupt_and_wrong_entries_and_fix_removes_them(cache_dir: 
     import_demo(cache_dir, project)
     assert cli_json("verify", "--all", cache_dir=cache_dir)["problems"] == []
     keys = {e["module"]: e["key"] for e in cli_json("list", cache_dir=cache_dir)["entries"]}
-    corrupt = cache_dir / "objects" / keys["demo.m1"][:2] / keys["demo.m1"]
+    corrupt = cache_dir / "objects" / keys["demo.m1"][:1] / keys["demo.m1"]
     data = bytearray(corrupt.read_bytes())
     data[-1] ^= 0xFF
     corrupt.write_bytes(bytes(data))
@@ -229,7 +229,7 @@ def test_verify_finds_corrupt_and_wrong_entries_and_fix_removes_them(cache_dir: 
         import marshal, sys
         sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
         from autocompile import _store
-        path = {str(cache_dir / 'objects' / keys['demo.m2'][:2] / keys['demo.m2'])!r}
+        path = {str(cache_dir / 'objects' / keys['demo.m2'][:1] / keys['demo.m2'])!r}
         entry = _store.unpack(open(path, 'rb').read())
         data = _store.pack(0, entry.key, marshal.dumps(compile('VALUE = 666', entry.meta['path'], 'exec')), entry.meta)
         _store.write_atomic(path, data)
