@@ -464,7 +464,7 @@ class Harness:
     def check_ac_clean(self, venv, when):
         """No .pyc may appear in site-packages, except autocompile's own start-up modules.
 
-        Those few (``__init__``, ``_bootstrap``, ``_location``) are imported by the
+        Those two (``__init__``, ``_bootstrap``) are imported by the
         standard machinery before the hook exists, exactly as pip would have compiled
         them at install time; the rest of autocompile runs from its bundle in the cache.
         """
