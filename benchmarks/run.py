@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+import workload  # benchmarks/workload.py, next to this file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 REQUIREMENTS = os.path.join(HERE, "requirements.txt")
@@ -278,11 +280,14 @@ class Harness:
             modules = int(lines[-1])
         except (IndexError, ValueError):
             raise HarnessError("workload printed no module count in %s/%s: %r" % (scenario, side, res["stdout"]))
-        ac_mods = None
+        ac_mods = compared = None
         for line in res["stdout"].splitlines():
             if line.startswith("autocompile-modules:"):
                 ac_mods = int(line.split(":")[1])
-        return self.record(scenario, side, index, res, measured, extra={"modules": modules, "ac_modules": ac_mods})
+            elif line.startswith("compared-modules:"):
+                compared = int(line.split(":")[1])
+        return self.record(scenario, side, index, res, measured,
+                           extra={"modules": modules, "ac_modules": ac_mods, "compared_modules": compared})
 
     # ---- venv helpers ----------------------------------------------------
     def vdir(self, name):
@@ -676,23 +681,18 @@ class Harness:
         common = sorted(set(s1) & set(s2))
         self.s2_vs_s1 = statistics.median([s2[i] / s1[i] for i in common]) if common else None
         # module-count check: the workload must import the same modules with and without the
-        # hook; the hook's own modules and the few stdlib modules it imports itself (listed in the
-        # prep diagnostic) are there by construction.
-        hook_extras = [m for m in self.setup_info.get("modules_only_in_ac", [])
-                       if m != "autocompile" and not m.startswith(("autocompile.", "_autocompile"))]
+        # hook, its own modules and the few stdlib modules it may import aside (workload.py counts).
         net, ac_counts = {}, {}
         for s in self.samples:
-            if "modules" in s and s["scenario"] in ("S1", "S2", "S3", "S4", "S5"):
+            if s.get("compared_modules") is not None and s["scenario"] in ("S1", "S2", "S3", "S4", "S5"):
                 key = "%s/%s" % (s["scenario"], s["side"])
-                hooked = bool(s.get("ac_modules"))
-                if hooked:
+                net.setdefault(key, set()).add(s["compared_modules"])
+                if s.get("ac_modules"):
                     ac_counts.setdefault(key, set()).add(s["ac_modules"])
-                net.setdefault(key, set()).add(s["modules"] - (s["ac_modules"] + len(hook_extras) if hooked else 0))
         alln = set().union(*net.values()) if net else set()
-        check = {"name": "same sys.modules count, autocompile's modules and its %d stdlib imports aside" % len(hook_extras),
+        check = {"name": "same sys.modules count, autocompile's modules and %s aside" % ", ".join(workload.HOOK_STDLIB),
                  "counts": {k: sorted(v) for k, v in net.items()},
                  "autocompile_module_counts": {k: sorted(v) for k, v in ac_counts.items()},
-                 "hook_stdlib_imports": hook_extras,
                  "ok": len(alln) == 1 and not self.setup_info.get("modules_only_in_stock")}
         self.checks.append(check)
         if not check["ok"]:

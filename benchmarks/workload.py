@@ -13,6 +13,10 @@ and autocompile runs imported exactly the same modules.
 
 import sys
 
+#: Standard-library modules the hook itself may import: entry checksums (zlib), counters at
+#: exit (atexit), content hashing on a miss (_blake2), a failed hard link (errno).
+HOOK_STDLIB = ("_blake2", "atexit", "errno", "zlib")
+
 
 def full_workload():
     # --- sympy -----------------------------------------------------------
@@ -112,6 +116,9 @@ def main(argv):
     # diagnostic: how many entries belong to autocompile itself (0 when stock)
     own = [m for m in sys.modules if m == "autocompile" or m.startswith(("autocompile.", "_autocompile"))]
     print("autocompile-modules: %d" % len(own))
+    # what the harness compares between runs: the rest, less the few standard-library modules
+    # the hook may import itself (whoever imported them in this run)
+    print("compared-modules: %d" % sum(1 for m in sys.modules if m not in own and m not in HOOK_STDLIB))
     if list_modules:
         print("modules: " + " ".join(sorted(sys.modules)))
     print(len(sys.modules))
