@@ -170,8 +170,8 @@ class Store:
                     break
                 chunks.append(chunk)
                 remaining -= len(chunk)
-            if self.writable and st.st_mtime + REFRESH_SECONDS < _now():
-                _refresh(fd)
+            if self.writable:
+                refresh_if_stale(fd, st)
         finally:
             os.close(fd)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -257,20 +257,17 @@ def sharded(directory: str, name: str) -> str:
     return f"{directory}/{name[0]}/{name}"
 
 
-def refresh_if_stale(path: str, st: os.stat_result) -> None:
-    """Mark a file used now for least-recently-used eviction, at most once a day (as ``read`` does)."""
+def refresh_if_stale(file: "int | str", st: os.stat_result) -> None:
+    """Mark a file (an open descriptor, or a path whose link is not followed) used now, for
+    least-recently-used eviction; at most once a day, so that hits cost no write."""
     if st.st_mtime + REFRESH_SECONDS < _now():
         try:
-            os.utime(path, follow_symlinks=False)
+            if isinstance(file, int):
+                os.utime(file)
+            else:
+                os.utime(file, follow_symlinks=False)
         except (OSError, NotImplementedError):
             pass
-
-
-def _refresh(fd: int) -> None:
-    try:
-        os.utime(fd)
-    except OSError:
-        pass
 
 
 def _temporary_name(path: str) -> str:
