@@ -67,18 +67,17 @@ def export(store: _store.Store, records: list[_manage.Record], path: str) -> int
 
 
 def _member(store: _store.Store, record: _manage.Record) -> tuple[str, bytes] | None:
-    """The archive member of an object or extension; ``None`` for one that is damaged (never shipped)."""
-    if record.is_extension():
-        data = store.read(record.item.paths[0])
-        return (f"ext/{record.key}{record.meta['suffix']}", data) if data else None
-    data = store.read(store.object_path(record.key))
-    if data is None:
+    """The archive member name and bytes of an object or extension; ``None`` for one that is damaged (never shipped)."""
+    member = _Member(record.key, record.meta["suffix"] if record.is_extension() else None)
+    data = store.read(member.destination(store))
+    if not data:
         return None
-    try:
-        _store.unpack(data, record.key)
-    except _store.CorruptEntry:
-        return None
-    return f"objects/{record.key}", data
+    if member.suffix is None:
+        try:
+            _store.unpack(data, record.key)
+        except _store.CorruptEntry:
+            return None
+    return member.name, data
 
 
 class _Member:
