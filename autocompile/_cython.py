@@ -387,8 +387,11 @@ def build(
     archive) are reused; failures are recorded with their reason.
     """
     settings = build_settings(cython_version())
-    if any(_needs_building(root, target, settings, retry_failed) for target in targets):
+    try:
         check_compiler()
+    except ToolchainError:
+        if any(_needs_building(root, target, settings, retry_failed) for target in targets):
+            raise  # without a compiler, only what is built already can be indexed
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(targets) or 1))
     results: list[Result] = []
     if targets:
