@@ -467,12 +467,10 @@ class Client:
         if found is None:
             return None
         digest, size = read_pointer(found, key)
-        blob = self.get(f"cas/{digest}", deadline)
+        blob = self._get_blob(digest, deadline)
         if blob is None:
             return None
-        import hashlib
-
-        if len(blob) != size or hashlib.sha256(blob).hexdigest() != digest:
+        if len(blob) != size:
             raise Rejected("blob does not match its address")
         entry = open_envelope(self.config, blob, key)
         return blob[ENVELOPE_HEADER:], entry
@@ -482,14 +480,27 @@ class Client:
 
     def upload(self, key: str, data: bytes) -> None:
         """Publish an object file: the signed blob first, then the pointer to it."""
+        blob = seal(self.config, data)
+        digest = self._put_blob(blob)
+        self.put(f"ac/{ac_digest(self.config, key)}", pointer(key, digest, len(blob)))
+
+    def _get_blob(self, digest: str, deadline: float | None = None) -> bytes | None:
+        """The blob at ``cas/<digest>``, ``None`` if absent; raise :class:`Rejected` if it is not the one addressed."""
         import hashlib
 
-        blob = seal(self.config, data)
+        blob = self.get(f"cas/{digest}", deadline)
+        if blob is not None and hashlib.sha256(blob).hexdigest() != digest:
+            raise Rejected("blob does not match its address")
+        return blob
+
+    def _put_blob(self, blob: bytes) -> str:
+        """Store ``blob`` at its content address unless it is there already; return the address's digest."""
+        import hashlib
+
         digest = hashlib.sha256(blob).hexdigest()
         if not self.head(f"cas/{digest}"):
             self.put(f"cas/{digest}", blob)
-        self.put(f"ac/{ac_digest(self.config, key)}", pointer(key, digest, len(blob)))
-
+        return digest
 
     # Packs: a pull fetches a whole push in a few requests ------------------------------
 
@@ -506,13 +517,9 @@ class Client:
 
     def fetch_pack(self, digest: str) -> "dict[str, memoryview]":
         """The object files of one pack, signature checked (each file still to be checked); raise if absent or bad."""
-        import hashlib
-
-        blob = self.get(f"cas/{digest}")
+        blob = self._get_blob(digest)
         if blob is None:
             raise RemoteError(f"pack {digest[:16]}... is listed but gone")
-        if hashlib.sha256(blob).hexdigest() != digest:
-            raise Rejected("pack does not match its address")
         return unpack_pack(_unseal(self.config, blob, _PACK_DOMAIN))
 
     def publish_packs(self, objects: "list[tuple[str, bytes]]") -> int:
@@ -521,8 +528,6 @@ class Client:
         The list is read, changed and written back: two pushes at once may lose
         one's packs from it, which costs later pulls requests, never correctness.
         """
-        import hashlib
-
         if not objects:
             return 0
         batches: list[list[tuple[str, bytes]]] = [[]]
@@ -533,12 +538,7 @@ class Client:
                 size = 0
             batches[-1].append((key, data))
             size += len(data)
-        digests = []
-        for batch in batches:
-            blob = seal(self.config, pack(batch), _PACK_DOMAIN)
-            digests.append(hashlib.sha256(blob).hexdigest())
-            if not self.head(f"cas/{digests[-1]}"):
-                self.put(f"cas/{digests[-1]}", blob)
+        digests = [self._put_blob(seal(self.config, pack(batch), _PACK_DOMAIN)) for batch in batches]
         try:
             current = self.pack_list()
         except Rejected:
