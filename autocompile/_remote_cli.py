@@ -238,6 +238,8 @@ def cmd_push(args: argparse.Namespace) -> int:
     if args.queue:
         keys.update(dict.fromkeys(_remote.take_queue(cache.store.root)))
     pool = _Pool(config, args.jobs or DEFAULT_JOBS)
+    packed = not args.queue or paths or args.all  # imports' queue is drained often: no pack for it alone
+    checked: dict[str, bytes] = {}  # the objects read and checked for upload, kept for the pack
 
     def upload(key: str) -> tuple[str, str]:
         data = cache.store.read(cache.store.object_path(key))
@@ -247,6 +249,8 @@ def cmd_push(args: argparse.Namespace) -> int:
             _store.unpack(data, key)
         except _store.CorruptEntry as exc:
             return FAILED, f"local object is corrupt: {exc}"
+        if packed:
+            checked[key] = data
         client = pool.client()
         if client.has(key):
             return PRESENT, ""
@@ -255,18 +259,17 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     results = pool.run(upload, list(keys), _progress("pushing"))
     packs = 0
-    if not args.queue or paths or args.all:  # imports' queue is drained often: no pack for it alone
-        stored = [key for key, outcome, _ in results if outcome in (PUSHED, PRESENT)]
+    if packed:
+        stored = [(key, checked[key]) for key, outcome, _ in results if outcome in (PUSHED, PRESENT)]
         try:
-            packs = _push_packs(pool.client(), cache.store, stored)
+            packs = _push_packs(pool.client(), stored)
         except (_remote.RemoteError, OSError) as exc:
             results.append(("pack", FAILED, f"the objects are pushed, their pack is not: {exc}"))
     return _summarise(args, config, (PUSHED, PRESENT, MISSING, FAILED), results, {MISSING: not_cached, "packs": packs}, started, pool)
 
 
-def _push_packs(client: _remote.Client, store: _store.Store, keys: list[str]) -> int:
+def _push_packs(client: _remote.Client, objects: list[tuple[str, bytes]]) -> int:
     """Publish the pushed objects as packs too, so that a pull takes them in a few requests."""
-    objects = [(key, data) for key in keys if (data := store.read(store.object_path(key))) is not None]
     try:
         return client.publish_packs(objects)
     finally:
