@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _archive, _config, _evict, _explain, _ext, _install, _loader, _location, _manage, _profiles, _remote, _stats, _store, _suggest, _warm
+from . import _config, _evict, _explain, _ext, _install, _loader, _location, _manage, _profiles, _remote, _stats, _store, _warm
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -559,6 +559,8 @@ def _sample(total: int, size: int) -> set[int]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from . import _archive  # here: zipfile is a sixth of the CLI's import time
+
     root = _existing_root()
     for package in args.packages:
         if not package.replace(".", "").replace("_", "").isalnum():
@@ -575,6 +577,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from . import _archive
+
     if not os.path.isfile(args.file):
         raise UsageError(f"no such archive: {args.file}")
     cache = _cache(_settings())
@@ -614,6 +618,8 @@ def _show(value: object) -> str:
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
+    from . import _suggest  # here: it needs ast, inspect and dataclasses
+
     if not (args.suggest or args.apply):
         raise UsageError("optimize needs --suggest (the only mode so far; --apply implies it)")
     for package in args.packages:
