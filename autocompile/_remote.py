@@ -58,7 +58,7 @@ _SIGN_DOMAIN = b"autocompile-object-v1\0"
 _PACK_DOMAIN = b"autocompile-pack-v1\0"
 _PACK_LIST_DOMAIN = b"autocompile-pack-list-v1\0"
 PACK_MAGIC = b"ACPK\x01"
-PACK_LIST_MAGIC = b"ACPL\x01"
+PACK_LIST_MAGIC = b"ACPL\x02"
 #: A pack holds at most this many bytes of objects (a push makes as many as it needs) ...
 PACK_BYTES = 32 * 1024 * 1024
 #: ... and the server's pack list names the newest packs, up to this many.
@@ -278,6 +278,33 @@ def unpack_pack(data: bytes) -> "dict[str, memoryview]":
     if offset != len(data):
         raise Rejected("trailing bytes in pack")
     return objects
+
+
+def encode_pack_list(packs: "list[tuple[str, dict[str, int]]]") -> bytes:
+    """The pack list's body: per pack, its digest and its objects' keys with the sizes of their
+    sources (a pull reads only sources of those sizes, and fetches only packs it needs)."""
+    return PACK_LIST_MAGIC + b"".join(
+        bytes.fromhex(digest)
+        + len(objects).to_bytes(4, "little")
+        + b"".join(bytes.fromhex(key) + size.to_bytes(8, "little") for key, size in sorted(objects.items()))
+        for digest, objects in packs
+    )
+
+
+def decode_pack_list(data: bytes) -> "list[tuple[str, dict[str, int]]]":
+    """The packs of a pack list's body, newest first, as ``(digest, {key: source size})``; raise :class:`Rejected`."""
+    if data[: len(PACK_LIST_MAGIC)] != PACK_LIST_MAGIC:
+        raise Rejected("not an autocompile pack list")
+    packs, offset = [], len(PACK_LIST_MAGIC)
+    while offset < len(data):
+        count = int.from_bytes(data[offset + 32 : offset + 36], "little")
+        end = offset + 36 + 40 * count
+        if end > len(data):
+            raise Rejected("truncated pack list")
+        rows = range(offset + 36, end, 40)
+        packs.append((data[offset : offset + 32].hex(), {data[n : n + 32].hex(): int.from_bytes(data[n + 32 : n + 40], "little") for n in rows}))
+        offset = end
+    return packs
 
 
 def _pack_list_address(config: Config) -> str:
@@ -504,16 +531,12 @@ class Client:
 
     # Packs: a pull fetches a whole push in a few requests ------------------------------
 
-    def pack_list(self) -> list[str]:
-        """The digests of the newest packs, newest first; ``[]`` when none was published."""
+    def pack_list(self) -> "list[tuple[str, dict[str, int]]]":
+        """The newest packs, newest first, as :func:`decode_pack_list` gives them; ``[]`` when none was published."""
         found = self.get(_pack_list_address(self.config))
         if found is None:
             return []
-        data = _unseal(self.config, found, _PACK_LIST_DOMAIN)
-        body = data[len(PACK_LIST_MAGIC) :]
-        if data[: len(PACK_LIST_MAGIC)] != PACK_LIST_MAGIC or len(body) % 32:
-            raise Rejected("not an autocompile pack list")
-        return [body[n : n + 32].hex() for n in range(0, len(body), 32)]
+        return decode_pack_list(_unseal(self.config, found, _PACK_LIST_DOMAIN))
 
     def fetch_pack(self, digest: str) -> "dict[str, memoryview]":
         """The object files of one pack, signature checked (each file still to be checked); raise if absent or bad."""
@@ -538,16 +561,19 @@ class Client:
                 size = 0
             batches[-1].append((key, data))
             size += len(data)
-        digests = [self._put_blob(seal(self.config, pack(batch), _PACK_DOMAIN)) for batch in batches]
+        packs = [
+            (self._put_blob(seal(self.config, pack(batch), _PACK_DOMAIN)), {key: _store.source_size(data) for key, data in batch})
+            for batch in batches
+        ]
         try:
             current = self.pack_list()
         except Rejected:
-            current = []  # a damaged list is replaced
-        newest = (digests + [d for d in current if d not in digests])[:MAX_PACKS]
+            current = []  # a damaged list, or one of an older format, is replaced
+        digests = {digest for digest, _objects in packs}
+        newest = (packs + [listed for listed in current if listed[0] not in digests])[:MAX_PACKS]
         if newest != current:
-            body = PACK_LIST_MAGIC + b"".join(bytes.fromhex(d) for d in newest)
-            self.put(_pack_list_address(self.config), seal(self.config, body, _PACK_LIST_DOMAIN))
-        return len(digests)
+            self.put(_pack_list_address(self.config), seal(self.config, encode_pack_list(newest), _PACK_LIST_DOMAIN))
+        return len(packs)
 
 
 # Read-through -----------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from . import _config, _remote, _store, _warm
+from . import _config, _loader, _remote, _store, _warm
 
 FETCHED, PUSHED, PRESENT, MISSING, FAILED, REJECTED = "fetched", "pushed", "present", "missing", "failed", "rejected"
 DEFAULT_JOBS = 16
@@ -60,14 +60,22 @@ def _targets(args: argparse.Namespace) -> list[str]:
 
 
 class _Pool:
-    """Threads with one kept-alive connection each."""
+    """One command's worker threads, each with its own kept-alive connection."""
 
     def __init__(self, config: _remote.Config, jobs: int) -> None:
         self.config = config
-        self.jobs = jobs
         self.local = threading.local()
         self.clients: list[_remote.Client] = []
         self.lock = threading.Lock()
+        self.executor = ThreadPoolExecutor(jobs)
+
+    def __enter__(self) -> "_Pool":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.executor.shutdown()
+        for client in self.clients:
+            client.close()
 
     def client(self) -> _remote.Client:
         client = getattr(self.local, "client", None)
@@ -78,29 +86,26 @@ class _Pool:
         return client
 
     def run(self, work: Callable[[str], tuple[str, str]], keys: list[str], progress) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
+        """``work`` on every key in parallel: ``(key, outcome, reason)`` in order."""
         results: list[tuple[str, str, str]] = []
-
-        def task(key: str) -> tuple[str, str, str]:
-            try:
-                return (key, *work(key))
-            except _remote.Rejected as exc:
-                return key, REJECTED, str(exc)
-            except (_remote.RemoteError, OSError) as exc:
-                return key, FAILED, str(exc)
-
-        try:
-            with ThreadPoolExecutor(self.jobs) as executor:
-                for result in executor.map(task, keys):
-                    results.append(result)
-                    progress and progress(len(results), len(keys))
-        finally:
-            for client in self.clients:
-                client.close()
+        for future in [self.executor.submit(_outcome, work, key) for key in keys]:
+            results.append(future.result())
+            progress and progress(len(results), len(keys))
         return results
 
     @property
     def bytes(self) -> int:
         return sum(client.bytes for client in self.clients)
+
+
+def _outcome(work: Callable[[str], tuple[str, str]], key: str) -> tuple[str, str, str]:
+    """``(key, *work(key))``, with remote and I/O errors as outcomes."""
+    try:
+        return (key, *work(key))
+    except _remote.Rejected as exc:
+        return key, REJECTED, str(exc)
+    except (_remote.RemoteError, OSError) as exc:
+        return key, FAILED, str(exc)
 
 
 def _summarise(args, config, outcomes: Iterable[str], results, extra: dict, started: float, pool: _Pool) -> int:  # type: ignore[no-untyped-def]
@@ -133,7 +138,46 @@ def cmd_pull(args: argparse.Namespace) -> int:
     config = _remote_config(settings, write=False)
     cache = _cache(settings)
     started = time.monotonic()
-    wanted: dict[str, list[tuple[str, os.stat_result, str]]] = {}
+    with _Pool(config, args.jobs or DEFAULT_JOBS) as pool:
+        pack_list = pool.executor.submit(_pack_list, pool)  # while the sources are looked at
+        unindexed, present, unreadable = _unindexed(cache, paths)
+        listed = pack_list.result()
+        unpacked = 0
+        if listed and not args.each:  # a source whose size no pack has is not read: its code is in no pack
+            sizes = {size for _digest, objects in listed for size in objects.values()}
+            unpacked = sum(1 for _path, st, _stat_key in unindexed if st.st_size not in sizes)
+            unindexed = [source for source in unindexed if source[1].st_size in sizes]
+        wanted, reused, unread = _wanted(cache, unindexed)
+        present, unreadable = present + reused, unreadable + unread
+
+        def keep(key: str, data: bytes) -> None:
+            cache.store.write_object(key, data)
+            for _path, st, stat_key in wanted[key]:
+                cache.remember(stat_key, st, key)
+
+        def fetch(key: str) -> tuple[str, str]:
+            found = pool.client().fetch(key)
+            if found is None:
+                return MISSING, ""
+            keep(key, found[0])
+            return FETCHED, ""
+
+        results, complete = _pull_packs(pool, listed, wanted, keep)
+        done = {key for key, _outcome, _reason in results}
+        remaining = [key for key in wanted if key not in done]
+        if complete and not args.each:
+            results += [(key, MISSING, "") for key in remaining]  # not in the packs of every push so far
+        else:
+            results += pool.run(fetch, remaining, _progress("pulling"))
+    # Counted per source file, like ``warm``: files sharing one object count each.
+    per_file = [(key, outcome, reason) for key, outcome, reason in results for _ in wanted[key]]
+    return _summarise(args, config, (FETCHED, PRESENT, MISSING, FAILED, REJECTED), per_file,
+                      {PRESENT: present, MISSING: unpacked, FAILED: unreadable}, started, pool)
+
+
+def _unindexed(cache: "_loader.CodeCache", paths: list[str]) -> tuple[list[tuple[str, os.stat_result, str]], int, int]:
+    """``(sources the stat index lacks as (path, stat, stat key), how many it has, how many are unreadable)``."""
+    unindexed: list[tuple[str, os.stat_result, str]] = []
     present = unreadable = 0
     for path in _warm.source_files(paths):
         try:
@@ -142,6 +186,22 @@ def cmd_pull(args: argparse.Namespace) -> int:
             if cache.load_indexed(stat_key, st) is not None:
                 present += 1
                 continue
+        except OSError:
+            unreadable += 1
+            continue
+        unindexed.append((path, st, stat_key))
+    return unindexed, present, unreadable
+
+
+def _wanted(cache: "_loader.CodeCache", sources: list[tuple[str, os.stat_result, str]]) -> tuple[dict, int, int]:
+    """``(the sources by the content key the cache lacks, how many it has under another path, how many are unreadable)``.
+
+    Hashed in this thread: in worker threads, hashing only contends for the GIL.
+    """
+    wanted: dict[str, list[tuple[str, os.stat_result, str]]] = {}
+    present = unreadable = 0
+    for path, st, stat_key in sources:
+        try:
             with open(path, "rb") as file:
                 key = cache.content_key(file.read())
             if cache.load_object(key) is not None:
@@ -152,65 +212,49 @@ def cmd_pull(args: argparse.Namespace) -> int:
             unreadable += 1
             continue
         wanted.setdefault(key, []).append((path, st, stat_key))
-    pool = _Pool(config, args.jobs or DEFAULT_JOBS)
-
-    def keep(key: str, data: bytes) -> None:
-        cache.store.write_object(key, data)
-        for _path, st, stat_key in wanted[key]:
-            cache.remember(stat_key, st, key)
-
-    def fetch(key: str) -> tuple[str, str]:
-        found = pool.client().fetch(key)
-        if found is None:
-            return MISSING, ""
-        keep(key, found[0])
-        return FETCHED, ""
-
-    results, complete = _pull_packs(pool.client(), wanted, keep)
-    done = {key for key, _outcome, _reason in results}
-    remaining = [key for key in wanted if key not in done]
-    if complete and not args.each:
-        results += [(key, MISSING, "") for key in remaining]  # not in the packs of every push so far
-    else:
-        results += pool.run(fetch, remaining, _progress("pulling"))
-    # Counted per source file, like ``warm``: files sharing one object count each.
-    per_file = [(key, outcome, reason) for key, outcome, reason in results for _ in wanted[key]]
-    return _summarise(args, config, (FETCHED, PRESENT, MISSING, FAILED, REJECTED), per_file,
-                      {PRESENT: present, FAILED: unreadable}, started, pool)
+    return wanted, present, unreadable
 
 
-def _pull_packs(client: _remote.Client, wanted: dict, keep: Callable[[str, bytes], None]) -> tuple[list[tuple[str, str, str]], bool]:
-    """Take the wanted objects from the server's packs: ``(results, whether every listed pack was read)``.
+def _pack_list(pool: _Pool) -> list[tuple[str, dict[str, int]]] | None:
+    """The server's packs, or ``None`` when their list cannot be read (objects are then asked for one by one)."""
+    try:
+        return pool.client().pack_list()
+    except (_remote.RemoteError, _remote.Rejected, OSError):
+        return None
 
-    A pack that is missing or fails its signature is skipped whole (its objects
-    are then asked for one by one); an object in a good pack is still checked
-    on its own before it is kept.
+
+def _pull_packs(pool: _Pool, listed: list[tuple[str, dict[str, int]]] | None, wanted: dict,
+                keep: Callable[[str, bytes], None]) -> tuple[list[tuple[str, str, str]], bool]:
+    """Take the wanted objects from the listed packs: ``(results, whether every pack holding one was read)``.
+
+    Only packs listed with a wanted object are fetched. A pack that is missing or
+    fails its signature is skipped whole (its objects are then asked for one by
+    one); an object in a good pack is still checked on its own before it is
+    kept. Objects are written in this thread: in worker threads, the checks and
+    writes only contend for the GIL (measured slower).
     """
     results: list[tuple[str, str, str]] = []
-    try:
-        digests = client.pack_list()
-    except (_remote.RemoteError, _remote.Rejected, OSError):
+    if listed is None:
         return results, False
-    complete, todo = bool(digests), set(wanted)
-    for digest in digests:
-        if not todo:
-            break
+    complete, todo = bool(listed), set(wanted)
+    for digest, listed_objects in listed:
+        if todo.isdisjoint(listed_objects):
+            continue
         try:
-            objects = client.fetch_pack(digest)
+            objects = pool.client().fetch_pack(digest)
         except (_remote.RemoteError, _remote.Rejected, OSError):
             complete = False
             continue
-        for key in todo & objects.keys():
-            todo.discard(key)
+
+        def take(key: str) -> tuple[str, str]:
             data = bytes(objects[key])
-            try:
-                _remote.check_object(data, key)
-            except _remote.Rejected as exc:
-                results.append((key, REJECTED, str(exc)))
-                continue
+            _remote.check_object(data, key)
             keep(key, data)
-            results.append((key, FETCHED, ""))
-    client.close()
+            return FETCHED, ""
+
+        keys = sorted(todo & objects.keys())
+        todo.difference_update(keys)
+        results += [_outcome(take, key) for key in keys]
     return results, complete
 
 
@@ -237,43 +281,36 @@ def cmd_push(args: argparse.Namespace) -> int:
         keys.update(dict.fromkeys(_local_keys(cache.store)))
     if args.queue:
         keys.update(dict.fromkeys(_remote.take_queue(cache.store.root)))
-    pool = _Pool(config, args.jobs or DEFAULT_JOBS)
     packed = not args.queue or paths or args.all  # imports' queue is drained often: no pack for it alone
     checked: dict[str, bytes] = {}  # the objects read and checked for upload, kept for the pack
+    with _Pool(config, args.jobs or DEFAULT_JOBS) as pool:
 
-    def upload(key: str) -> tuple[str, str]:
-        data = cache.store.read(cache.store.object_path(key))
-        if data is None:
-            return MISSING, "not in the local cache"
-        try:
-            _store.unpack(data, key)
-        except _store.CorruptEntry as exc:
-            return FAILED, f"local object is corrupt: {exc}"
+        def upload(key: str) -> tuple[str, str]:
+            data = cache.store.read(cache.store.object_path(key))
+            if data is None:
+                return MISSING, "not in the local cache"
+            try:
+                _store.unpack(data, key)
+            except _store.CorruptEntry as exc:
+                return FAILED, f"local object is corrupt: {exc}"
+            if packed:
+                checked[key] = data
+            client = pool.client()
+            if client.has(key):
+                return PRESENT, ""
+            client.upload(key, data)
+            return PUSHED, ""
+
+        results = pool.run(upload, list(keys), _progress("pushing"))
+        packs = 0
         if packed:
-            checked[key] = data
-        client = pool.client()
-        if client.has(key):
-            return PRESENT, ""
-        client.upload(key, data)
-        return PUSHED, ""
-
-    results = pool.run(upload, list(keys), _progress("pushing"))
-    packs = 0
-    if packed:
-        stored = [(key, checked[key]) for key, outcome, _ in results if outcome in (PUSHED, PRESENT)]
-        try:
-            packs = _push_packs(pool.client(), stored)
-        except (_remote.RemoteError, OSError) as exc:
-            results.append(("pack", FAILED, f"the objects are pushed, their pack is not: {exc}"))
+            # Published as packs too, so that a pull takes them in a few requests.
+            stored = [(key, checked[key]) for key, outcome, _ in results if outcome in (PUSHED, PRESENT)]
+            try:
+                packs = pool.client().publish_packs(stored)
+            except (_remote.RemoteError, OSError) as exc:
+                results.append(("pack", FAILED, f"the objects are pushed, their pack is not: {exc}"))
     return _summarise(args, config, (PUSHED, PRESENT, MISSING, FAILED), results, {MISSING: not_cached, "packs": packs}, started, pool)
-
-
-def _push_packs(client: _remote.Client, objects: list[tuple[str, bytes]]) -> int:
-    """Publish the pushed objects as packs too, so that a pull takes them in a few requests."""
-    try:
-        return client.publish_packs(objects)
-    finally:
-        client.close()
 
 
 def _local_keys(store: _store.Store) -> list[str]:

@@ -124,6 +124,11 @@ def unpack(data: bytes, key: str | None = None, *, context_id: bytes | None = No
     return Entry(data[6], entry_key, meta, view[HEADER_SIZE + meta_size :])
 
 
+def source_size(header: bytes) -> int:
+    """The size of the source an entry was compiled from, as its header records it."""
+    return int.from_bytes(header[_SOURCE_SIZE], "little")
+
+
 def meta_size(header: bytes) -> int:
     """The metadata length recorded in a header (for listing without reading payloads)."""
     return int.from_bytes(header[_META_SIZE], "little")

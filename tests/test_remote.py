@@ -268,7 +268,8 @@ def test_push_then_pull_into_an_empty_cache_serves_imports_with_zero_compiles(ma
 
 def test_pull_takes_a_push_from_its_packs_in_a_few_requests(machines, base, proxy):  # type: ignore[no-untyped-def]
     """A push publishes its objects as a signed pack: a pull reads the pack list and the pack (two
-    requests, not two per object) and does not ask for modules no one pushed (``--each`` does)."""
+    requests, not two per object), does not ask for modules no one pushed (``--each`` does), and
+    fetches no pack that lacks what it wants."""
     tree_a, cache_a, tree_b, cache_b = machines
     url = base.replace(str(base.split("/")[2]), f"127.0.0.1:{proxy.port}")
     assert publish(tree_a, cache_a, url)["packs"] == 1
@@ -282,7 +283,7 @@ def test_pull_takes_a_push_from_its_packs_in_a_few_requests(machines, base, prox
     assert outcomes(result.stderr) == {"hit": 13}, result.stderr
     before = proxy.requests
     each = remote_json("pull", "--each", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(url, AUTOCOMPILE_REMOTE_MODE="read"))
-    assert (each["present"], each["missing"]) == (13, 1) and proxy.requests - before == 3  # list, pack, the one object
+    assert (each["present"], each["missing"]) == (13, 1) and proxy.requests - before == 2  # the list, the one object: no pack holds it
 
 
 def test_a_pack_that_fails_its_checks_is_skipped_whole(machines, base):  # type: ignore[no-untyped-def]
@@ -291,11 +292,31 @@ def test_a_pack_that_fails_its_checks_is_skipped_whole(machines, base):  # type:
     tree_a, cache_a, tree_b, cache_b = machines
     publish(tree_a, cache_a, base)
     client = _remote.Client(config_of(base))
-    (digest,) = client.pack_list()
+    ((digest, _objects),) = client.pack_list()
     client.put(f"cas/{digest}", _remote.seal(config_of(base), _remote.pack([]), b"autocompile-pack-v1\0"))
     client.close()
     pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
     assert (pulled["fetched"], pulled["rejected"], pulled["missing"]) == (13, 0, 0), pulled
+
+
+def test_a_bad_object_in_a_good_pack_is_rejected_alone(machines, base):  # type: ignore[no-untyped-def]
+    """A pack signed with the team key can still hold a damaged object: the pull's workers check
+    each object before writing it, reject that one, and keep the others."""
+    tree_a, cache_a, tree_b, cache_b = machines
+    publish(tree_a, cache_a, base)
+    client = _remote.Client(config_of(base))
+    ((digest, _objects),) = client.pack_list()
+    objects = sorted((key, bytes(data)) for key, data in client.fetch_pack(digest).items())
+    bad_key, bad = objects[0]
+    objects[0] = (bad_key, bad[:-1] + bytes([bad[-1] ^ 1]))
+    assert client.publish_packs(objects) == 1
+    client.close()
+    result = remote_cli("pull", "--json", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
+    pulled = json.loads(result.stdout)
+    assert result.returncode == 1 and (pulled["fetched"], pulled["rejected"]) == (12, 1), pulled
+    assert [failure["key"] for failure in pulled["failures"]] == [bad_key]
+    imported, _ = import_all(tree_b, cache_b)
+    assert outcomes(imported.stderr) == {"hit": 12, "compiled": 1}, imported.stderr
 
 
 def test_pull_reports_what_the_server_lacks(machines, base):  # type: ignore[no-untyped-def]
@@ -464,6 +485,18 @@ def test_pack_checks() -> None:
     with pytest.raises(_remote.Rejected, match="signature"):
         _remote.open_envelope(config, sealed, objects[0][0])
     assert _remote._unseal(config, sealed, b"autocompile-pack-v1\0") == packed
+
+
+def test_pack_list_carries_keys_and_source_sizes() -> None:
+    """A pull reads only the sources whose size a listed pack has, and fetches only the packs that
+    hold a key it wants: the list must give both back exactly."""
+    packs = [("ab" * 32, {"01" * 32: 0, "02" * 32: 7, "03" * 32: 2**40}), ("cd" * 32, {})]
+    body = _remote.encode_pack_list(packs)
+    assert _remote.decode_pack_list(body) == packs
+    assert _remote.decode_pack_list(_remote.PACK_LIST_MAGIC) == []
+    for damaged in (body[:-1], b"ACPL\x01" + body[5:], body[:40]):
+        with pytest.raises(_remote.Rejected):
+            _remote.decode_pack_list(damaged)
 
 
 def test_settings_and_secrets_are_never_shown(tmp_path: Path) -> None:
