@@ -20,6 +20,7 @@ Machine A fills the remote once (import, then ``push``). Without ``--url`` an ng
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib.util
 import json
 import os
@@ -111,6 +112,9 @@ def main() -> int:
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     sys.path.insert(0, REPO)
+    # autocompile's own modules compiled, as ``pip install`` leaves them: the children
+    # import them from this checkout with PYTHONDONTWRITEBYTECODE=1.
+    compileall.compile_dir(os.path.join(REPO, "autocompile"), quiet=1)
     packages = args.packages.split(",")
     workload = (
         "import sympy\nx = sympy.Symbol('x'); assert sympy.expand((x + 1) ** 2) == x**2 + 2*x + 1\n"
