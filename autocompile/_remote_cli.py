@@ -183,11 +183,12 @@ def _unindexed(cache: "_loader.CodeCache", paths: list[str]) -> tuple[list[tuple
     """``(sources the stat index lacks as (path, stat, stat key), how many it has, how many are unreadable)``."""
     unindexed: list[tuple[str, os.stat_result, str]] = []
     present = unreadable = 0
+    indexed = _entry_names(cache.store.index)  # one listing instead of a failed open per new source
     for path in _warm.source_files(paths):
         try:
             st = os.stat(path)
             stat_key = cache.stat_key(path, st)
-            if cache.load_indexed(stat_key, st) is not None:
+            if stat_key in indexed and cache.load_indexed(stat_key, st) is not None:
                 present += 1
                 continue
         except OSError:
@@ -283,7 +284,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         except OSError:
             not_cached += 1
     if args.all:
-        keys.update(dict.fromkeys(_local_keys(cache.store)))
+        keys.update(dict.fromkeys(sorted(key for key in _entry_names(cache.store.objects) if len(key) == 64)))
     if args.queue:
         keys.update(dict.fromkeys(_remote.take_queue(cache.store.root)))
     packed = not args.queue or paths or args.all  # imports' queue is drained often: no pack for it alone
@@ -318,16 +319,16 @@ def cmd_push(args: argparse.Namespace) -> int:
     return _summarise(args, config, (PUSHED, PRESENT, MISSING, FAILED), results, {MISSING: not_cached, "packs": packs}, started, pool)
 
 
-def _local_keys(store: _store.Store) -> list[str]:
-    keys = []
+def _entry_names(area: str) -> set[str]:
+    """The names of the entries in one sharded area of the store (``objects``, ``index``), temporaries aside."""
+    names: set[str] = set()
     try:
-        shards = sorted(os.listdir(store.objects))
+        shards = os.listdir(area)
     except OSError:
-        return keys
+        return names
     for shard in shards:
         try:
-            names = sorted(os.listdir(os.path.join(store.objects, shard)))
+            names.update(name for name in os.listdir(os.path.join(area, shard)) if not _store.is_temporary(name))
         except OSError:
             continue
-        keys += [name for name in names if len(name) == 64 and not _store.is_temporary(name)]
-    return keys
+    return names

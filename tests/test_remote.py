@@ -256,6 +256,8 @@ def test_push_then_pull_into_an_empty_cache_serves_imports_with_zero_compiles(ma
     assert (pushed["pushed"], pushed["failed"]) == (13, 0), pushed
     again = remote_json("push", str(tree_a / "rpkg"), cache_dir=cache_a, **remote_env(base))
     assert (again["pushed"], again["present"]) == (0, 13)
+    everything = remote_json("push", "--all", cache_dir=cache_a, **remote_env(base))
+    assert (everything["pushed"], everything["present"]) == (0, 13), everything
 
     pulled = remote_json("pull", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(base, AUTOCOMPILE_REMOTE_MODE="read"))
     assert (pulled["fetched"], pulled["missing"], pulled["failed"], pulled["rejected"]) == (13, 0, 0, 0), pulled
