@@ -159,14 +159,18 @@ def main() -> int:
                 timed(workload, child_env(through, tree_b, **{**remote, "AUTOCOMPILE_REMOTE_MODE": "read", "AUTOCOMPILE_REMOTE_BUDGET_MS": args.budget_ms}))
             )
         medians = {name: statistics.median(values) for name, values in results.items()}
-        warm_median = medians["warm local cache"]
+        warm = results["warm local cache"]
+        # As in run.py: the ratio run by run against the warm run of the same round, then its median.
+        ratios = {name: statistics.median(v / w for v, w in zip(values, warm)) for name, values in results.items()}
         print(f"\n{sys.implementation.cache_tag}, {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}")
         print(f"workload: {', '.join(packages)} from {tree_b}; {fetched} objects pulled; median of {args.runs} runs\n")
+        print(f"{'':24s} {'median':>11s}   {'ratio of medians':>16s}   {'median of ratios':>16s}  (x warm local)")
         for name, value in medians.items():
-            print(f"{name:24s} {value * 1000:8.1f} ms   {value / warm_median:5.2f}x warm local")
+            print(f"{name:24s} {value * 1000:8.1f} ms   {value / statistics.median(warm):16.2f}   {ratios[name]:16.2f}")
         if args.json:
             with open(args.json, "w") as file:
-                json.dump({"python": sys.version, "machine": platform.platform(), "runs": results, "medians": medians}, file, indent=2)
+                document = {"python": sys.version, "machine": platform.platform(), "runs": results, "medians": medians, "ratios": ratios}
+                json.dump(document, file, indent=2)
     finally:
         if nginx is not None:
             nginx.terminate()
