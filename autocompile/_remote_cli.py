@@ -11,9 +11,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from . import _config, _loader, _remote, _store, _warm
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 FETCHED, PUSHED, PRESENT, MISSING, FAILED, REJECTED = "fetched", "pushed", "present", "missing", "failed", "rejected"
 DEFAULT_JOBS = 16
@@ -67,6 +70,8 @@ class _Pool:
         self.local = threading.local()
         self.clients: list[_remote.Client] = []
         self.lock = threading.Lock()
+        from concurrent.futures import ThreadPoolExecutor  # here: with logging, 15 ms of every command's start
+
         self.executor = ThreadPoolExecutor(jobs)
 
     def __enter__(self) -> "_Pool":
