@@ -184,7 +184,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
                       {PRESENT: present, MISSING: unpacked, FAILED: unreadable}, started, pool)
 
 
-def _unindexed(cache: "_loader.CodeCache", paths: list[str]) -> tuple[list[tuple[str, os.stat_result, str]], int, int]:
+def _unindexed(cache: _loader.CodeCache, paths: list[str]) -> tuple[list[tuple[str, os.stat_result, str]], int, int]:
     """``(sources the stat index lacks as (path, stat, stat key), how many it has, how many are unreadable)``."""
     unindexed: list[tuple[str, os.stat_result, str]] = []
     present = unreadable = 0
@@ -203,7 +203,7 @@ def _unindexed(cache: "_loader.CodeCache", paths: list[str]) -> tuple[list[tuple
     return unindexed, present, unreadable
 
 
-def _wanted(cache: "_loader.CodeCache", sources: list[tuple[str, os.stat_result, str]]) -> tuple[dict, int, int]:
+def _wanted(cache: _loader.CodeCache, sources: list[tuple[str, os.stat_result, str]]) -> tuple[dict, int, int]:
     """``(the sources by the content key the cache lacks, how many it has under another path, how many are unreadable)``.
 
     Hashed in this thread: in worker threads, hashing only contends for the GIL.
@@ -233,16 +233,16 @@ def _pack_list(pool: _Pool) -> list[tuple[str, dict[str, int]]] | None:
         return None
 
 
-def _pull_packs(pool: _Pool, listed: list[tuple[str, dict[str, int]]] | None, early: "dict[str, Future[dict[str, memoryview]]]",
+def _pull_packs(pool: _Pool, listed: list[tuple[str, dict[str, int]]] | None, early: dict[str, Future[dict[str, memoryview]]],
                 wanted: dict, keep: Callable[[str, bytes], None]) -> tuple[list[tuple[str, str, str]], bool]:
     """Take the wanted objects from the listed packs: ``(results, whether every pack holding one was read)``.
 
     Only packs listed with a wanted object are fetched (``early``: fetches already
-    under way, by digest). A pack that is missing or
-    fails its signature is skipped whole (its objects are then asked for one by
-    one); an object in a good pack is still checked on its own before it is
-    kept. Objects are written in this thread: in worker threads, the checks and
-    writes only contend for the GIL (measured slower).
+    under way, by digest). A pack that is missing or fails its signature is
+    skipped whole (its objects are then asked for one by one); an object in a
+    good pack is still checked on its own before it is kept. Objects are written
+    in this thread: in worker threads, the checks and writes only contend for the
+    GIL (measured slower).
     """
     results: list[tuple[str, str, str]] = []
     if listed is None:
