@@ -11,12 +11,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from . import _config, _loader, _remote, _store, _warm
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 FETCHED, PUSHED, PRESENT, MISSING, FAILED, REJECTED = "fetched", "pushed", "present", "missing", "failed", "rejected"
 DEFAULT_JOBS = 16
@@ -152,10 +148,6 @@ def cmd_pull(args: argparse.Namespace) -> int:
             sizes = {size for _digest, objects in listed for size in objects.values()}
             unpacked = sum(1 for _path, st, _stat_key in unindexed if st.st_size not in sizes)
             unindexed = [source for source in unindexed if source[1].st_size in sizes]
-        # The first pack that may hold what is wanted comes while the sources are hashed.
-        sizes_here = {st.st_size for _path, st, _stat_key in unindexed}
-        first = next((digest for digest, objects in listed or () if not sizes_here.isdisjoint(objects.values())), None)
-        early = {first: pool.executor.submit(lambda: pool.client().fetch_pack(first))} if first else {}
         wanted, reused, unread = _wanted(cache, unindexed)
         present, unreadable = present + reused, unreadable + unread
 
@@ -171,7 +163,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             keep(key, found[0])
             return FETCHED, ""
 
-        results, complete = _pull_packs(pool, listed, early, wanted, keep)
+        results, complete = _pull_packs(pool, listed, wanted, keep)
         done = {key for key, _outcome, _reason in results}
         remaining = [key for key in wanted if key not in done]
         if complete and not args.each:
@@ -233,16 +225,15 @@ def _pack_list(pool: _Pool) -> list[tuple[str, dict[str, int]]] | None:
         return None
 
 
-def _pull_packs(pool: _Pool, listed: list[tuple[str, dict[str, int]]] | None, early: dict[str, Future[dict[str, memoryview]]],
-                wanted: dict, keep: Callable[[str, bytes], None]) -> tuple[list[tuple[str, str, str]], bool]:
+def _pull_packs(pool: _Pool, listed: list[tuple[str, dict[str, int]]] | None, wanted: dict,
+                keep: Callable[[str, bytes], None]) -> tuple[list[tuple[str, str, str]], bool]:
     """Take the wanted objects from the listed packs: ``(results, whether every pack holding one was read)``.
 
-    Only packs listed with a wanted object are fetched (``early``: fetches already
-    under way, by digest). A pack that is missing or fails its signature is
-    skipped whole (its objects are then asked for one by one); an object in a
-    good pack is still checked on its own before it is kept. Objects are written
-    in this thread: in worker threads, the checks and writes only contend for the
-    GIL (measured slower).
+    Only packs listed with a wanted object are fetched. A pack that is missing or
+    fails its signature is skipped whole (its objects are then asked for one by
+    one); an object in a good pack is still checked on its own before it is
+    kept. Objects are written in this thread: in worker threads, the checks and
+    writes only contend for the GIL (measured slower).
     """
     results: list[tuple[str, str, str]] = []
     if listed is None:
@@ -252,7 +243,7 @@ def _pull_packs(pool: _Pool, listed: list[tuple[str, dict[str, int]]] | None, ea
         if todo.isdisjoint(listed_objects):
             continue
         try:
-            objects = early[digest].result() if digest in early else pool.client().fetch_pack(digest)
+            objects = pool.client().fetch_pack(digest)
         except (_remote.RemoteError, _remote.Rejected, OSError):
             complete = False
             continue

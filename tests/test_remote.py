@@ -286,6 +286,12 @@ def test_pull_takes_a_push_from_its_packs_in_a_few_requests(machines, base, prox
     before = proxy.requests
     each = remote_json("pull", "--each", str(tree_b / "rpkg"), cache_dir=cache_b, **remote_env(url, AUTOCOMPILE_REMOTE_MODE="read"))
     assert (each["present"], each["missing"]) == (13, 1) and proxy.requests - before == 2  # the list, the one object: no pack holds it
+    # A third path whose objects are all in the local cache already (not yet indexed there): the list only.
+    tree_c = write_tree(tree_b.parent.parent / "c" / "site", MODULES)
+    settle()
+    before = proxy.requests
+    local = remote_json("pull", str(tree_c / "rpkg"), cache_dir=cache_b, **remote_env(url, AUTOCOMPILE_REMOTE_MODE="read"))
+    assert (local["present"], local["fetched"]) == (13, 0) and proxy.requests - before == 1, local
 
 
 def test_a_pack_that_fails_its_checks_is_skipped_whole(machines, base):  # type: ignore[no-untyped-def]
@@ -302,8 +308,8 @@ def test_a_pack_that_fails_its_checks_is_skipped_whole(machines, base):  # type:
 
 
 def test_a_bad_object_in_a_good_pack_is_rejected_alone(machines, base):  # type: ignore[no-untyped-def]
-    """A pack signed with the team key can still hold a damaged object: the pull's workers check
-    each object before writing it, reject that one, and keep the others."""
+    """A pack signed with the team key can still hold a damaged object: the pull checks each
+    object before writing it, rejects that one, and keeps the others."""
     tree_a, cache_a, tree_b, cache_b = machines
     publish(tree_a, cache_a, base)
     client = _remote.Client(config_of(base))
