@@ -205,10 +205,12 @@ def ac_digest(config: Config, key: str) -> str:
     return hashlib.sha256(_AC_DOMAIN + _namespace(config.key) + bytes.fromhex(key)).hexdigest()
 
 
-def _mac(secret: bytes, data: bytes, domain: bytes = _SIGN_DOMAIN) -> bytes:
+def _mac(secret: bytes, data: "bytes | memoryview", domain: bytes = _SIGN_DOMAIN) -> bytes:
     import hmac
 
-    return hmac.new(secret, domain + data, "sha256").digest()
+    mac = hmac.new(secret, domain, "sha256")
+    mac.update(data)  # not ``domain + data``: a pack is megabytes
+    return mac.digest()
 
 
 def seal(config: Config, data: bytes, domain: bytes = _SIGN_DOMAIN) -> bytes:
@@ -218,13 +220,14 @@ def seal(config: Config, data: bytes, domain: bytes = _SIGN_DOMAIN) -> bytes:
     return ENVELOPE_MAGIC + bytes((FLAG_SIGNED,)) + _mac(config.key, data, domain) + data
 
 
-def _unseal(config: Config, blob: bytes, domain: bytes) -> bytes:
-    """What an envelope holds, once its signature (or the reader's trust in unsigned data) allows; raise :class:`Rejected`."""
+def _unseal(config: Config, blob: bytes, domain: bytes) -> memoryview:
+    """What an envelope holds (a view: a pack is megabytes), once its signature (or the reader's
+    trust in unsigned data) allows; raise :class:`Rejected`."""
     if len(blob) < ENVELOPE_HEADER or blob[: len(ENVELOPE_MAGIC)] != ENVELOPE_MAGIC:
         raise Rejected("not an autocompile envelope")
     flags = blob[len(ENVELOPE_MAGIC)]
     mac = blob[len(ENVELOPE_MAGIC) + 1 : ENVELOPE_HEADER]
-    data = blob[ENVELOPE_HEADER:]
+    data = memoryview(blob)[ENVELOPE_HEADER:]
     if config.key is not None:
         import hmac
 
@@ -237,9 +240,10 @@ def _unseal(config: Config, blob: bytes, domain: bytes) -> bytes:
     return data
 
 
-def open_envelope(config: Config, blob: bytes, key: str) -> _store.Entry:
-    """Check an envelope completely and return the object inside; raise :class:`Rejected`."""
-    return check_object(_unseal(config, blob, _SIGN_DOMAIN), key)
+def open_envelope(config: Config, blob: bytes, key: str) -> tuple[bytes, _store.Entry]:
+    """Check an envelope completely: ``(the object file inside, its entry)``; raise :class:`Rejected`."""
+    data = bytes(_unseal(config, blob, _SIGN_DOMAIN))
+    return data, check_object(data, key)
 
 
 def check_object(data: bytes, key: str) -> _store.Entry:
@@ -333,59 +337,185 @@ def read_pointer(data: bytes, key: str) -> tuple[str, int]:
 
 # HTTP -------------------------------------------------------------------------------
 
+#: Limits on an answer's head, as ``http.client`` has them.
+_MAX_LINE = 65536
+_MAX_HEADERS = 100
 
-class _DeadlineSocket:
-    """A socket whose every send and receive times out when the deadline passes.
 
-    ``http.client`` sets one timeout per socket operation; a server dripping bytes
-    could stretch a request far beyond it. Here each operation gets what is left
-    of the budget, so a whole request is bounded by it.
+def _open_socket(host: str, port: int, timeout: float, tls: bool):  # type: ignore[no-untyped-def]
+    """A connected TCP socket (TLS-wrapped for https), with ``TCP_NODELAY`` as requests are written in two parts."""
+    import _socket
+
+    if tls:
+        import socket
+        import ssl
+
+        sock = ssl.create_default_context().wrap_socket(socket.create_connection((host, port), timeout), server_hostname=host)
+    else:
+        # ``_socket``, not ``socket``: the same sockets without the enums ``socket`` builds at import (10-20 ms).
+        error: OSError = OSError(f"{host}: no address")
+        name = host.encode("ascii") if host.isascii() else host.encode("idna")  # a str would load the idna codec
+        for family, kind, proto, _name, address in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
+            sock = _socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                break
+            except OSError as exc:
+                sock.close()
+                error = exc
+        else:
+            raise error
+    sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+    return sock
+
+
+class _Connection:
+    """One HTTP/1.1 connection: a request sent whole, its answer read by length, by chunks or to its end.
+
+    Not ``http.client``: it imports the ``email`` package, 40 ms of every pull's
+    start and of a process's first read-through miss. Every send and receive gets
+    what is left of the request's deadline (``http.client`` would give each one the
+    whole timeout), so a server dripping bytes cannot stretch a request beyond it.
     """
 
-    def __init__(self, sock, timeout: float) -> None:  # type: ignore[no-untyped-def]
-        self._sock = sock
-        self.timeout = timeout
-        self.deadline: float | None = None
-
-    def _arm(self) -> None:
-        if self.deadline is None:
-            self._sock.settimeout(self.timeout)
-            return
-        remaining = self.deadline - monotonic()
-        if remaining <= 0:
-            import socket
-
-            raise socket.timeout("time budget spent")
-        self._sock.settimeout(min(remaining, self.timeout))
-
-    def sendall(self, data, *args):  # type: ignore[no-untyped-def]
-        self._arm()
-        return self._sock.sendall(data, *args)
-
-    def recv_into(self, buffer, *args):  # type: ignore[no-untyped-def]
-        self._arm()
-        return self._sock.recv_into(buffer, *args)
-
-    def makefile(self, mode: str = "rb", buffering: int = -1):  # type: ignore[no-untyped-def]
-        import io
-        import socket
-
-        return io.BufferedReader(socket.SocketIO(self, "rb"), io.DEFAULT_BUFFER_SIZE)  # type: ignore[arg-type]
-
-    def _decref_socketios(self) -> None:
-        pass
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def settimeout(self, timeout: float | None) -> None:
-        self._sock.settimeout(timeout)
-
-    def setsockopt(self, *args):  # type: ignore[no-untyped-def]
-        return self._sock.setsockopt(*args)
+    def __init__(self, config: Config, timeout: float, deadline: float | None) -> None:
+        self.timeout, self.deadline = timeout, deadline
+        self.buffer = bytearray()
+        tls = config.scheme == "https"
+        self.sock = _open_socket(config.host, config.port or (443 if tls else 80), self._remaining(), tls)
 
     def close(self) -> None:
-        self._sock.close()
+        self.sock.close()
+
+    def _remaining(self) -> float:
+        if self.deadline is None:
+            return self.timeout
+        remaining = self.deadline - monotonic()
+        if remaining <= 0:
+            raise TimeoutError("time budget spent")
+        return min(remaining, self.timeout)
+
+    def exchange(self, method: str, target: str, headers: dict[str, str], body: bytes | None,
+                 deadline: float | None) -> tuple[int, bytes, bool]:
+        """Send a request and read its answer: ``(status, body, whether the server closes the connection)``."""
+        self.deadline = deadline
+        lines = [f"{method} {target} HTTP/1.1", *(f"{name}: {value}" for name, value in headers.items())]
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        try:
+            if any("\r" in line or "\n" in line for line in lines):
+                raise ValueError("a line break")
+            head = "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n"
+        except ValueError as exc:
+            raise RemoteError(f"cannot send {method} {target[:40]}: {exc}") from None
+        self._send(head)
+        if body:
+            self._send(body)
+        while True:
+            version, status = self._status_line()
+            fields = self._headers()
+            if status >= 200:  # 1xx answers are interim: the real one follows
+                break
+        closing = version != b"HTTP/1.1" or fields.get(b"connection", b"").strip().lower() == b"close"
+        if method == "HEAD" or status in (204, 304):
+            return status, b"", closing
+        if fields.get(b"transfer-encoding", b"").strip().lower().endswith(b"chunked"):
+            return status, self._chunked(), closing
+        length = fields.get(b"content-length")
+        if length is None:
+            return status, self._to_end(), True
+        if not length.strip().isdigit():
+            raise RemoteError(f"bad Content-Length: {length[:20]!r}")
+        if int(length) > MAX_BLOB:
+            raise Rejected("answer too large")
+        return status, self._exactly(int(length)), closing
+
+    def _send(self, data: bytes) -> None:
+        self.sock.settimeout(self._remaining())
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        """Receive more into the buffer; ``False`` at the end of the stream."""
+        self.sock.settimeout(self._remaining())
+        data = self.sock.recv(_MAX_LINE)
+        self.buffer += data
+        return bool(data)
+
+    def _line(self) -> bytes:
+        """The next line with its end; ``b""`` at the end of the stream."""
+        while True:
+            end = self.buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self.buffer[: end + 1])
+                del self.buffer[: end + 1]
+                return line
+            if len(self.buffer) > _MAX_LINE:
+                raise RemoteError("answer line too long")
+            if not self._fill():
+                line = bytes(self.buffer)
+                self.buffer.clear()
+                return line
+
+    def _status_line(self) -> tuple[bytes, int]:
+        line = self._line()
+        if not line:  # a kept-alive connection the server closed: the caller may retry once
+            raise ConnectionResetError("the server closed the connection")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+            raise RemoteError(f"not an HTTP answer: {line[:40]!r}")
+        return parts[0], int(parts[1])
+
+    def _headers(self) -> dict[bytes, bytes]:
+        fields: dict[bytes, bytes] = {}
+        for _ in range(_MAX_HEADERS):
+            line = self._line()
+            if not line.strip():
+                return fields
+            name, _colon, value = line.partition(b":")
+            fields[name.strip().lower()] = value.strip()
+        raise RemoteError("too many headers")
+
+    def _exactly(self, size: int) -> bytes:
+        body = bytearray(size)
+        have = min(size, len(self.buffer))
+        body[:have] = self.buffer[:have]
+        del self.buffer[:have]
+        view = memoryview(body)
+        while have < size:
+            self.sock.settimeout(self._remaining())
+            received = self.sock.recv_into(view[have:])
+            if not received:
+                raise RemoteError("answer cut short")
+            have += received
+        return bytes(body)
+
+    def _chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                size = int(self._line().split(b";", 1)[0], 16)
+            except ValueError:
+                raise RemoteError("bad chunk size") from None
+            if size <= 0:
+                break
+            total += size
+            if total > MAX_BLOB:
+                raise Rejected("answer too large")
+            chunks.append(self._exactly(size))
+            self._line()  # the chunk's line end
+        while self._line().strip():  # trailer fields, up to the blank line
+            pass
+        return b"".join(chunks)
+
+    def _to_end(self) -> bytes:
+        while self._fill():
+            if len(self.buffer) > MAX_BLOB:
+                raise Rejected("answer too large")
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
 
 
 class Client:
@@ -394,73 +524,49 @@ class Client:
     def __init__(self, config: Config, timeout: float = BATCH_TIMEOUT) -> None:
         self.config = config
         self.timeout = timeout
-        self._connection = None
+        self._connection: _Connection | None = None
         self.bytes = 0
 
     def close(self) -> None:
         if self._connection is not None:
             try:
                 self._connection.close()
-            except Exception:
+            except OSError:
                 pass
             self._connection = None
 
-    def _connect(self, deadline: float | None):  # type: ignore[no-untyped-def]
-        import http.client
-
-        timeout = self.timeout if deadline is None else max(min(deadline - monotonic(), self.timeout), 1e-4)
-        if deadline is not None and deadline <= monotonic():
-            raise RemoteError("time budget spent")
-        if self.config.scheme == "https":
-            import ssl
-
-            connection = http.client.HTTPSConnection(
-                self.config.host, self.config.port, timeout=timeout, context=ssl.create_default_context()
-            )
-        else:
-            connection = http.client.HTTPConnection(self.config.host, self.config.port, timeout=timeout)
-        connection.connect()
-        connection.sock = _DeadlineSocket(connection.sock, self.timeout)
-        return connection
-
     def request(self, method: str, path: str, body: bytes | None = None, deadline: float | None = None) -> tuple[int, bytes]:
         """``(status, body)``; one retry on a kept-alive connection the server closed meanwhile."""
-        import http.client
-
-        headers = {"User-Agent": "autocompile"}
-        if self.config.auth:
-            headers["Authorization"] = self.config.auth
+        config = self.config
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        headers = {"Host": f"{host}:{config.port}" if config.port else host, "User-Agent": "autocompile", "Accept-Encoding": "identity"}
+        if config.auth:
+            headers["Authorization"] = config.auth
         if body is not None:
             headers["Content-Type"] = "application/octet-stream"
-        url = f"{self.config.base}/{path}"
+        target = f"{config.base}/{path}"
         for attempt in (0, 1):
             reused = self._connection is not None
             try:
                 if self._connection is None:
-                    self._connection = self._connect(deadline)
-                self._connection.sock.deadline = deadline
-                self._connection.request(method, url, body=body, headers=headers)
-                response = self._connection.getresponse()
-                length = response.getheader("Content-Length")
-                if length is not None and length.isdigit() and int(length) > MAX_BLOB:
-                    self.close()
-                    raise Rejected("answer too large")
-                data = response.read(MAX_BLOB + 1)  # HEAD: b"", and the connection is ready again
-                if len(data) > MAX_BLOB:
-                    self.close()
-                    raise Rejected("answer too large")
-                if response.will_close:
-                    self.close()
-                self.bytes += len(data) + (len(body) if body else 0)
-                return response.status, data
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                    self._connection = _Connection(config, self.timeout, deadline)
+                status, data, closing = self._connection.exchange(method, target, headers, body, deadline)
+            except (ConnectionResetError, BrokenPipeError) as exc:
                 self.close()
                 if not reused or attempt or (deadline is not None and monotonic() >= deadline):
                     raise RemoteError(f"{method} {path[:16]}...: {exc or type(exc).__name__}") from None
-            except (OSError, http.client.HTTPException) as exc:
+                continue
+            except OSError as exc:
                 self.close()
                 what = "timed out" if isinstance(exc, TimeoutError) or "timed out" in str(exc) else str(exc) or type(exc).__name__
-                raise RemoteError(f"{method} {self.config.display_url()}: {what}") from None
+                raise RemoteError(f"{method} {config.display_url()}: {what}") from None
+            except BaseException:
+                self.close()
+                raise
+            if closing:
+                self.close()
+            self.bytes += len(data) + (len(body) if body else 0)
+            return status, data
         raise RemoteError("unreachable")  # pragma: no cover
 
     def get(self, path: str, deadline: float | None = None) -> bytes | None:
@@ -499,8 +605,7 @@ class Client:
             return None
         if len(blob) != size:
             raise Rejected("blob does not match its address")
-        entry = open_envelope(self.config, blob, key)
-        return blob[ENVELOPE_HEADER:], entry
+        return open_envelope(self.config, blob, key)
 
     def has(self, key: str) -> bool:
         return self.head(f"ac/{ac_digest(self.config, key)}")
@@ -674,6 +779,7 @@ def _fetch_locked(cache, config: Config, key: str, fullname: str):  # type: igno
     from time import perf_counter_ns
 
     started = perf_counter_ns()
+    _load_client_modules(config)
     deadline = monotonic() + config.budget
     client = _state.get("client")
     if client is None:
@@ -714,6 +820,17 @@ def _fetch_locked(cache, config: Config, key: str, fullname: str):  # type: igno
     _stats.count(HIT, fullname)
     _log.debugging() and _log.debug(f"{fullname}: remote hit ({elapsed / 1e6:.1f} ms, {len(data)} bytes)")
     return code
+
+
+def _load_client_modules(config: Config) -> None:
+    """Import what a request needs before its deadline starts: the budget bounds waiting on the
+    server, and loading these once per process (a few ms, ``ssl`` tens) would otherwise spend it."""
+    import _socket  # noqa: F401
+    import hashlib  # noqa: F401
+    import hmac  # noqa: F401
+
+    if config.scheme == "https":
+        import ssl  # noqa: F401
 
 
 def _unmarshal(payload: bytes):  # type: ignore[no-untyped-def]

@@ -11,11 +11,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from . import _config, _loader, _remote, _store, _warm
 
 FETCHED, PUSHED, PRESENT, MISSING, FAILED, REJECTED = "fetched", "pushed", "present", "missing", "failed", "rejected"
 DEFAULT_JOBS = 16
+T = TypeVar("T")
 
 
 def add_arguments(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -59,22 +61,23 @@ def _targets(args: argparse.Namespace) -> list[str]:
 
 
 class _Pool:
-    """One command's worker threads, each with its own kept-alive connection."""
+    """One command's worker threads, each with its own kept-alive connection.
+
+    Plain threads, not ``concurrent.futures``: that imports ``logging``, 15 ms of
+    every pull's start.
+    """
 
     def __init__(self, config: _remote.Config, jobs: int) -> None:
         self.config = config
+        self.jobs = jobs
         self.local = threading.local()
         self.clients: list[_remote.Client] = []
         self.lock = threading.Lock()
-        from concurrent.futures import ThreadPoolExecutor  # here: with logging, 15 ms of every command's start
-
-        self.executor = ThreadPoolExecutor(jobs)
 
     def __enter__(self) -> "_Pool":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.executor.shutdown()
         for client in self.clients:
             client.close()
 
@@ -86,12 +89,54 @@ class _Pool:
                 self.clients.append(client)
         return client
 
+    def background(self, call: Callable[[], T]) -> Callable[[], T]:
+        """Start ``call`` in a thread; return the function that waits for its result (or raises its error)."""
+        outcome: list[tuple[bool, object]] = []
+
+        def target() -> None:
+            try:
+                outcome.append((True, call()))
+            except BaseException as exc:
+                outcome.append((False, exc))
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+
+        def result() -> T:
+            thread.join()
+            ok, value = outcome[0]
+            if not ok:
+                raise value  # type: ignore[misc]
+            return value  # type: ignore[return-value]
+
+        return result
+
     def run(self, work: Callable[[str], tuple[str, str]], keys: list[str], progress) -> list[tuple[str, str, str]]:  # type: ignore[no-untyped-def]
         """``work`` on every key in parallel: ``(key, outcome, reason)`` in order."""
-        results: list[tuple[str, str, str]] = []
-        for future in [self.executor.submit(_outcome, work, key) for key in keys]:
-            results.append(future.result())
-            progress and progress(len(results), len(keys))
+        results: list[tuple[str, str, str]] = [("", "", "")] * len(keys)
+        indexes = iter(range(len(keys)))  # shared: each key is taken by one thread
+        done = threading.Semaphore(0)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                for n in indexes:
+                    results[n] = _outcome(work, keys[n])
+                    done.release()
+            except BaseException as exc:  # a bug: raised in the command's thread
+                errors.append(exc)
+                done.release()
+
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(self.jobs, len(keys)))]
+        for thread in threads:
+            thread.start()
+        for count in range(1, len(keys) + 1):
+            done.acquire()
+            if errors:
+                raise errors[0]
+            progress and progress(count, len(keys))
+        for thread in threads:
+            thread.join()
         return results
 
     @property
@@ -140,9 +185,9 @@ def cmd_pull(args: argparse.Namespace) -> int:
     cache = _cache(settings)
     started = time.monotonic()
     with _Pool(config, args.jobs or DEFAULT_JOBS) as pool:
-        pack_list = pool.executor.submit(_pack_list, pool)  # while the sources are looked at
+        pack_list = pool.background(lambda: _pack_list(pool))  # while the sources are looked at
         unindexed, present, unreadable = _unindexed(cache, paths)
-        listed = pack_list.result()
+        listed = pack_list()
         unpacked = 0
         if listed and not args.each:  # a source whose size no pack has is not read: its code is in no pack
             sizes = {size for _digest, objects in listed for size in objects.values()}

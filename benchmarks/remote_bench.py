@@ -88,7 +88,10 @@ def copy_packages(names: list[str], dest: str) -> None:
 
 
 def cli(args: list[str], env: dict[str, str]) -> dict:
-    result = subprocess.run([sys.executable, "-m", "autocompile", *args, "--json"], env=env, capture_output=True, text=True)
+    """The ``autocompile`` command as users run it: the console script next to this interpreter (else ``-m``)."""
+    script = os.path.join(os.path.dirname(sys.executable), "autocompile")
+    command = [script] if os.access(script, os.X_OK) else [sys.executable, "-m", "autocompile"]
+    result = subprocess.run([*command, *args, "--json"], env=env, capture_output=True, text=True)
     if result.returncode not in (0, 1):
         raise SystemExit(result.stderr)
     return json.loads(result.stdout)

@@ -344,6 +344,16 @@ def test_read_through_serves_a_miss_within_the_budget(machines, base):  # type: 
     assert outcomes(result.stderr) == {"hit": 13}
 
 
+def test_read_through_loads_its_modules_outside_the_budget(machines, base):  # type: ignore[no-untyped-def]
+    """The budget bounds waiting on the server: a process's first miss, which also loads the HTTP
+    client, ``hashlib`` and ``hmac``, is still served (it was not while ``http.client`` was that client)."""
+    tree_a, cache_a, tree_b, cache_b = machines
+    publish(tree_a, cache_a, base)
+    env = remote_env(base, AUTOCOMPILE_REMOTE_MODE="read", AUTOCOMPILE_REMOTE_BUDGET_MS="50")
+    result = run_python("import rpkg.m0\nprint('OK')\n", cache_b, cwd=tree_b, AUTOCOMPILE_LOG="debug", **env)
+    seen = outcomes(result.stderr)
+    assert seen.get("remote hit") == 2 and "compiled" not in seen, result.stderr
+
 def test_read_write_queues_misses_and_push_queue_drains_them(machines, base):  # type: ignore[no-untyped-def]
     tree_a, cache_a, tree_b, cache_b = machines
     result, _ = import_all(tree_a, cache_a, **remote_env(base, AUTOCOMPILE_REMOTE_BUDGET_MS="2000"))
@@ -466,7 +476,7 @@ def test_envelope_checks() -> None:
     key = "ab" * 32
     data = _store.pack(_store.KIND_CODE, key, marshal.dumps(compile("X = 1", "m", "exec")), {})
     blob = _remote.seal(config, data)
-    assert _remote.open_envelope(config, blob, key).key == key
+    assert _remote.open_envelope(config, blob, key)[1].key == key
     with pytest.raises(_remote.Rejected, match="key does not match"):
         _remote.open_envelope(config, blob, "cd" * 32)
     flipped = blob[:-1] + bytes((blob[-1] ^ 1,))
@@ -505,6 +515,138 @@ def test_pack_list_carries_keys_and_source_sizes() -> None:
     for damaged in (body[:-1], b"ACPL\x01" + body[5:], body[:40]):
         with pytest.raises(_remote.Rejected):
             _remote.decode_pack_list(damaged)
+
+
+# Tests: the HTTP client against a scripted server ----------------------------------------------
+
+
+class ScriptedServer:
+    """A raw HTTP server on a loopback port: each request gets the next scripted answer, sent as
+    is; ``None`` closes the connection instead (a kept-alive connection the server dropped)."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self.answers = list(answers)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.answers:
+            connection, _ = self.sock.accept()
+            self.connections += 1
+            with connection, connection.makefile("rb") as reader:
+                while self.answers:
+                    head = b""
+                    while (line := reader.readline()) not in (b"\r\n", b""):
+                        head += line
+                    if not head:
+                        break
+                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                    self.requests.append(head + b"\r\n" + reader.read(length))
+                    answer = self.answers.pop(0)
+                    if answer is None:
+                        break
+                    connection.sendall(answer)
+                    if answer.startswith(b"HTTP/1.0") or b"Connection: close" in answer:
+                        break
+        self.sock.close()
+
+
+def test_http_client_reads_every_framing_and_reuses_its_connection() -> None:
+    body = os.urandom(100_000)
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:1], body[1:70_000], body[70_000:]))
+    server = ScriptedServer([
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\nX-Trailer: yes\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",  # HEAD: a length, no body
+        None,  # dropped: the client asks again on a new connection
+        b"HTTP/1.0 200 OK\r\n\r\nuntil the end",  # no length: the body ends with the connection
+        b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ])
+    client = _remote.Client(config_of(f"http://127.0.0.1:{server.port}/base", AUTOCOMPILE_REMOTE_TOKEN="tok"))
+    assert client.request("GET", "a") == (200, b"hello")
+    assert client.request("GET", "b") == (200, body)
+    assert client.request("GET", "c") == (404, b"not found")
+    assert client.request("HEAD", "d") == (200, b"")
+    assert client.request("GET", "e") == (200, b"until the end")
+    assert client.request("PUT", "f", body=b"data") == (201, b"")
+    assert server.connections == 3
+    first = server.requests[0].decode()
+    assert first.startswith("GET /base/a HTTP/1.1\r\n") and f"Host: 127.0.0.1:{server.port}\r\n" in first
+    assert "Authorization: Bearer tok\r\n" in first
+    assert server.requests[4] == server.requests[5]  # the dropped request, asked again
+    assert server.requests[6].endswith(b"Content-Length: 4\r\n\r\ndata")
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (_remote.MAX_BLOB + 1), _remote.Rejected),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", _remote.RemoteError),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort", _remote.RemoteError),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", _remote.RemoteError),
+    ],
+    ids=["too large", "bad chunk", "cut short", "not http"],
+)
+def test_http_client_refuses_bad_answers(answer: bytes, error: type) -> None:
+    server = ScriptedServer([answer])
+    client = _remote.Client(config_of(f"http://127.0.0.1:{server.port}/base"), timeout=5)
+    with pytest.raises(error):
+        client.request("GET", "x")
+    assert client._connection is None  # closed: never reused after a bad answer
+
+
+def test_http_client_sends_no_header_with_a_line_break() -> None:
+    server = ScriptedServer([b"HTTP/1.1 204 No Content\r\n\r\n"])
+    client = _remote.Client(config_of(f"http://127.0.0.1:{server.port}/base", AUTOCOMPILE_REMOTE_TOKEN="tok\r\nX-Injected: 1"))
+    with pytest.raises(_remote.RemoteError, match="line break"):
+        client.request("GET", "x")
+    assert server.requests == []
+
+
+def test_http_client_speaks_https_and_verifies_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = b"over tls: " + self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://localhost:{server.server_address[1]}/base"
+    try:
+        with pytest.raises(_remote.RemoteError, match="CERTIFICATE_VERIFY_FAILED"):
+            _remote.Client(config_of(url), timeout=5).request("GET", "x")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        client = _remote.Client(config_of(url), timeout=5)
+        assert client.request("GET", "x") == (200, b"over tls: /base/x")
+        assert client.request("GET", "y") == (200, b"over tls: /base/y")  # the same connection, kept alive
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_settings_and_secrets_are_never_shown(tmp_path: Path) -> None:
