@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from . import _ext, _keys, _store
+from . import _evict, _ext, _keys, _store
 
 BUILT, REUSED, FAILED = "built", "reused", "failed"
 
@@ -451,22 +451,13 @@ def add_names(root: str, names: Iterable[str]) -> None:
 
 def _entries(root: str, area: str) -> Iterable[tuple[str, _store.Entry]]:
     store = _store.Store(root, writable=False)
-    try:
-        shards = sorted(os.scandir(os.path.join(root, area)), key=lambda e: e.name)
-    except OSError:
-        return
-    for shard in shards:
-        if not shard.is_dir(follow_symlinks=False):
+    for path in sorted(item.path for item in _evict.area_files(os.path.join(root, area))):  # shard, then name
+        try:
+            entry = store.load(path)
+        except _store.CorruptEntry:
             continue
-        for item in sorted(os.scandir(shard.path), key=lambda e: e.name):
-            if _store.is_temporary(item.name):
-                continue
-            try:
-                entry = store.load(item.path)
-            except _store.CorruptEntry:
-                continue
-            if entry is not None:
-                yield item.path, entry
+        if entry is not None:
+            yield path, entry
 
 
 def listing(root: str) -> dict[str, list[dict[str, Any]]]:

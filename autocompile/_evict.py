@@ -17,6 +17,7 @@ only :func:`stale_temporaries` older than an hour are removed, by ``prune``.
 
 
 import os
+from collections.abc import Iterator
 
 from . import _store
 
@@ -60,26 +61,32 @@ def disk_size(st: os.stat_result) -> int:
     return blocks * 512 if blocks is not None else st.st_size
 
 
+def area_files(area: str, temporaries: bool = False) -> "Iterator[os.DirEntry[str]]":
+    """The files of one sharded area of the store (``objects``, ``index`` ...), temporaries
+    only if asked; an area or shard that cannot be read has none."""
+    try:
+        shards = list(os.scandir(area))
+    except OSError:
+        return
+    for shard in shards:
+        if not shard.is_dir(follow_symlinks=False):
+            continue
+        try:
+            files = list(os.scandir(shard.path))
+        except OSError:
+            continue
+        yield from (item for item in files if temporaries or not _store.is_temporary(item.name))
+
+
 def _walk(root: str):  # type: ignore[no-untyped-def]
     """``(path, name, stat)`` of every file in the store's areas, temporaries included."""
     for area in _AREAS:
-        try:
-            shards = list(os.scandir(os.path.join(root, area)))
-        except OSError:
-            continue
-        for shard in shards:
-            if not shard.is_dir(follow_symlinks=False):
-                continue
+        for item in area_files(os.path.join(root, area), temporaries=True):
             try:
-                files = list(os.scandir(shard.path))
-            except OSError:
+                st = item.stat(follow_symlinks=False)
+            except OSError:  # removed meanwhile
                 continue
-            for item in files:
-                try:
-                    st = item.stat(follow_symlinks=False)
-                except OSError:  # removed meanwhile
-                    continue
-                yield item.path, item.name, st
+            yield item.path, item.name, st
 
 
 def scan(root: str) -> list[Item]:

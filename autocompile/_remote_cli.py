@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from . import _config, _loader, _remote, _store, _warm
+from . import _config, _evict, _loader, _remote, _store, _warm
 
 FETCHED, PUSHED, PRESENT, MISSING, FAILED, REJECTED = "fetched", "pushed", "present", "missing", "failed", "rejected"
 DEFAULT_JOBS = 16
@@ -225,7 +225,7 @@ def _unindexed(cache: _loader.CodeCache, paths: list[str]) -> tuple[list[tuple[s
     """``(sources the stat index lacks as (path, stat, stat key), how many it has, how many are unreadable)``."""
     unindexed: list[tuple[str, os.stat_result, str]] = []
     present = unreadable = 0
-    indexed = _entry_names(cache.store.index)  # one listing instead of a failed open per new source
+    indexed = {item.name for item in _evict.area_files(cache.store.index)}  # one listing instead of a failed open per new source
     for path in _warm.source_files(paths):
         try:
             st = os.stat(path)
@@ -325,7 +325,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         except OSError:
             not_cached += 1
     if args.all:
-        keys.update(dict.fromkeys(sorted(key for key in _entry_names(cache.store.objects) if len(key) == 64)))
+        keys.update(dict.fromkeys(sorted(item.name for item in _evict.area_files(cache.store.objects) if len(item.name) == 64)))
     if args.queue:
         keys.update(dict.fromkeys(_remote.take_queue(cache.store.root)))
     packed = not args.queue or paths or args.all  # imports' queue is drained often: no pack for it alone
@@ -358,18 +358,3 @@ def cmd_push(args: argparse.Namespace) -> int:
             except (_remote.RemoteError, OSError) as exc:
                 results.append(("pack", FAILED, f"the objects are pushed, their pack is not: {exc}"))
     return _summarise(args, config, (PUSHED, PRESENT, MISSING, FAILED), results, {MISSING: not_cached, "packs": packs}, started, pool)
-
-
-def _entry_names(area: str) -> set[str]:
-    """The names of the entries in one sharded area of the store (``objects``, ``index``), temporaries aside."""
-    names: set[str] = set()
-    try:
-        shards = os.listdir(area)
-    except OSError:
-        return names
-    for shard in shards:
-        try:
-            names.update(name for name in os.listdir(os.path.join(area, shard)) if not _store.is_temporary(name))
-        except OSError:
-            continue
-    return names

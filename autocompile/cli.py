@@ -91,19 +91,10 @@ def _site_packages() -> list[str]:
 def _scan(directory: str) -> tuple[int, int]:
     """Number of entries and bytes under one store directory (temporaries excluded)."""
     entries = size = 0
-    try:
-        shards = list(os.scandir(directory))
-    except OSError:
-        return 0, 0
-    for shard in shards:
-        if not shard.is_dir(follow_symlinks=False):
-            continue
-        for item in os.scandir(shard.path):
-            if _store.is_temporary(item.name):
-                continue
-            st = item.stat(follow_symlinks=False)
-            entries += 1
-            size += st.st_blocks * 512 if hasattr(st, "st_blocks") else st.st_size
+    for item in _evict.area_files(directory):
+        st = item.stat(follow_symlinks=False)
+        entries += 1
+        size += _evict.disk_size(st)
     return entries, size
 
 
