@@ -17,7 +17,6 @@ only :func:`stale_temporaries` older than an hour are removed, by ``prune``.
 
 
 import os
-from collections.abc import Iterator
 
 from . import _store
 
@@ -61,9 +60,13 @@ def disk_size(st: os.stat_result) -> int:
     return blocks * 512 if blocks is not None else st.st_size
 
 
-def area_files(area: str, temporaries: bool = False) -> "Iterator[os.DirEntry[str]]":
-    """The files of one sharded area of the store (``objects``, ``index`` ...), temporaries
-    only if asked; an area or shard that cannot be read has none."""
+def area_files(area: str, temporaries: bool = False):  # type: ignore[no-untyped-def]
+    """The files (``os.DirEntry``) of one sharded area of the store (``objects``, ``index`` ...),
+    temporaries only if asked; an area or shard that cannot be read has none.
+
+    Unannotated: the hook loads this module while it serves an import (perhaps of
+    ``collections.abc`` itself), so it imports nothing for its annotations.
+    """
     try:
         shards = list(os.scandir(area))
     except OSError:
