@@ -52,6 +52,7 @@ _SCHEMA: dict[str, tuple[object, str]] = {
     "honour_dont_write_bytecode": (False, "bool"),
     "max_size": (DEFAULT_MAX_SIZE, "size"),
     "exclude": ((), "list"),
+    "exclude_extensions": ((), "list"),
     "profiles": ("", "rules"),
     # The remote tier (see ``_remote``): nothing of it is imported unless remote_mode is set.
     "remote_url": ("", "url"),
@@ -69,6 +70,7 @@ _ENVIRONMENT = {
     "AUTOCOMPILE_HONOUR_DONT_WRITE_BYTECODE": "honour_dont_write_bytecode",
     "AUTOCOMPILE_MAX_SIZE": "max_size",
     "AUTOCOMPILE_EXCLUDE": "exclude",
+    "AUTOCOMPILE_EXCLUDE_EXTENSIONS": "exclude_extensions",
     "AUTOCOMPILE_PROFILES": "profiles",
     "AUTOCOMPILE_REMOTE_URL": "remote_url",
     "AUTOCOMPILE_REMOTE_TOKEN": "remote_token",

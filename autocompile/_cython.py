@@ -225,16 +225,26 @@ def build_one(root: str, target: Target, settings: dict[str, Any], retry_failed:
         if not _is_ready(so_path):
             reason = _compile(source, name, os.path.basename(path) == "__init__.py", so_path)
             if reason is not None:
-                meta = {"name": name, "path": path, "reason": reason, "statkey": _ext.index_key(name, path, st)}
-                _store.write_atomic(_ext.failed_path(root, key), _pack(_ext.KIND_EXTFAILED, key, meta))
+                _record_failure(root, key, target, st, reason)
                 return Result(path, name, FAILED, reason)
             outcome = BUILT
         note = _index(store, target, st, key, so_path, settings)
+        if retry_failed and not note:  # a record of an earlier failure (or of a slower extension) no longer holds
+            try:
+                os.unlink(_ext.failed_path(root, key))
+            except FileNotFoundError:
+                pass
         return Result(path, name, outcome, note)
     except OSError as exc:
         return Result(path, name, FAILED, f"{exc.strerror or exc}")
     except Exception as exc:  # a bug here must not stop the other modules
         return Result(path, name, FAILED, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _record_failure(root: str, key: str, target: Target, st: os.stat_result, reason: str) -> None:
+    """Record why ``key`` is not used: building it is not tried again until the source changes."""
+    meta = {"name": target.name, "path": target.path, "reason": reason, "statkey": _ext.index_key(target.name, target.path, st)}
+    _store.write_atomic(_ext.failed_path(root, key), _pack(_ext.KIND_EXTFAILED, key, meta))
 
 
 def _recorded_failure(store: _store.Store, key: str) -> str | None:
@@ -562,6 +572,85 @@ def hot_targets(stats_file: str, top: int = 10, share: float = 0.9, exclude: Seq
     return chosen
 
 
+# Keeping only the extensions that make the command faster ------------------------------
+
+#: What ``exclude_extensions`` is set to in the runs that measure the command.
+_EXCLUDE_VARIABLE = "AUTOCOMPILE_EXCLUDE_EXTENSIONS"
+
+
+class Measured(NamedTuple):
+    name: str
+    path: str
+    speedup: float  # median time of the command with no new extension / with this one alone
+    kept: bool
+    reason: str  # why it is not kept ("" when it is)
+
+
+def measure(
+    command: Sequence[str],
+    modules: Sequence[Target],
+    rounds: int,
+    excluded: Sequence[str] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Measured]:
+    """Time ``command`` with each module's extension alone and with none of them, ``rounds`` times each.
+
+    The runs alternate (a round runs every variant once, in a rotating order,
+    after one untimed round that warms the caches), so a machine that slows
+    down mid-way slows every variant alike. The hook serves everything as it
+    would for the user; only ``exclude_extensions`` (``excluded``, the user's
+    own, plus the other new extensions) differs between variants. Raises
+    ``OSError`` when the command cannot be run.
+    """
+    import statistics
+    import subprocess
+
+    names = [module.name for module in modules]
+    variants = [""] + names  # "": none of the new extensions
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    exits: dict[str, set[int]] = {variant: set() for variant in variants}
+    total, done = (rounds + 1) * len(variants), 0
+    for round_number in range(rounds + 1):
+        shift = round_number % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
+            patterns = ",".join([*excluded, *(name for name in names if name != variant)])
+            started = time.perf_counter()
+            env = dict(os.environ, **{_EXCLUDE_VARIABLE: patterns})
+            code = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+            if round_number:
+                times[variant].append(time.perf_counter() - started)
+            exits[variant].add(code)
+            done += 1
+            if progress:
+                progress(done, total)
+    baseline = statistics.median(times[""])
+    measured = []
+    for module in modules:
+        speedup = baseline / max(statistics.median(times[module.name]), 1e-9)
+        if exits[module.name] != exits[""]:
+            reason = f"the command exited with {sorted(exits[module.name])} with this extension, {sorted(exits[''])} without"
+        elif speedup < 1.0:
+            reason = f"the command ran slower with this extension than with bytecode ({speedup:.2f}x, medians of {rounds} run{'' if rounds == 1 else 's'} each)"
+        else:
+            reason = ""
+        measured.append(Measured(module.name, module.path, speedup, not reason, reason))
+    return measured
+
+
+def reject(root: str, target: Target, reason: str) -> None:
+    """Stop serving the extension of ``target``: its index entries go, a failure record says why."""
+    settings = build_settings(cython_version())
+    st = os.stat(target.path)
+    with open(target.path, "rb") as file:
+        key = extension_key(file.read(), target.name, settings)
+    _record_failure(root, key, target, st, reason)
+    for path in sorted({target.path, os.path.realpath(target.path)}):
+        try:
+            os.unlink(_ext.index_path(root, _ext.index_key(target.name, path, os.stat(path))))
+        except FileNotFoundError:
+            pass
+
+
 # The ``cythonize`` command ----------------------------------------------------------
 
 
@@ -572,6 +661,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="show what is compiled and what failed, and why")
     parser.add_argument("--hot", action="store_true", help="run the command after -- under a profiler and compile the modules with most self time")
     parser.add_argument("--top", type=int, default=10, metavar="N", help="with --hot: at most N modules (default 10)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, metavar="N",
+        help="with --hot: time the command N times with each new extension and without, and keep only those that make it faster (default 3; 0: keep all)",
+    )
     parser.add_argument("--retry-failed", action="store_true", help="try again modules whose build failed before")
 
 
@@ -586,6 +679,8 @@ def cmd_cythonize(args: argparse.Namespace) -> int:
         raise cli.UsageError(f"--jobs must be at least 1, not {args.jobs}")
     if args.top < 1:
         raise cli.UsageError(f"--top must be at least 1, not {args.top}")
+    if args.rounds < 0:
+        raise cli.UsageError(f"--rounds must be at least 0, not {args.rounds}")
     if not args.targets:
         raise cli.UsageError("cythonize needs a TARGET (package, module, file or directory), --hot -- COMMAND, or --list")
     try:
@@ -610,9 +705,11 @@ def cmd_cythonize(args: argparse.Namespace) -> int:
     summary = {outcome: sum(1 for r in results if r.outcome == outcome) for outcome in (BUILT, REUSED, FAILED)}
     failures = [{"module": r.name, "path": r.path, "reason": r.reason} for r in results if r.outcome == FAILED]
     notes = [{"module": r.name, "path": r.path, "note": r.reason} for r in results if r.outcome != FAILED and r.reason]
+    measured = _keep_faster(args, store.root, results) if args.hot and args.rounds else []
     document = {"cache_dir": store.root, **summary, "failures": failures, "notes": notes, "hot": hot,
-                "modules": [r._asdict() for r in results]}
+                "measured": [m._asdict() for m in measured], "modules": [r._asdict() for r in results]}
     lines = [f"hot: {h['module']} ({h['seconds']:.3f} s self time)" for h in hot]
+    lines += [f"measured: {m.name} {m.speedup:.2f}x: " + ("kept" if m.kept else f"not kept: {m.reason}") for m in measured]
     lines += cli._table([(name, n) for name, n in summary.items()])
     lines += [f"failed: {f['module']} ({f['path']}): {f['reason']}" for f in failures[:20]]
     if len(failures) > 20:
@@ -638,6 +735,24 @@ def _hot(args: argparse.Namespace, cli: Any) -> tuple[list[Target], list[dict[st
     if not chosen:
         raise cli.CommandError("the profile shows no time in importable Python modules outside the standard library")
     return [target for target, _ in chosen], [{"module": t.name, "path": t.path, "seconds": s} for t, s in chosen]
+
+
+def _keep_faster(args: argparse.Namespace, root: str, results: Sequence[Result]) -> list[Measured]:
+    """``--hot``: measure the command with the extensions it indexed; stop serving those that do not pay."""
+    from . import cli
+
+    usable = [Target(r.path, r.name) for r in results if r.outcome != FAILED and not r.reason]
+    if not usable:
+        return []
+    excluded = tuple(cli._settings()["exclude_extensions"])  # type: ignore[call-overload]
+    try:
+        measured = measure(args.targets, usable, args.rounds, excluded, cli._progress("measuring"))
+    except OSError as exc:
+        raise cli.CommandError(f"cannot run {args.targets[0]} to measure it: {exc.strerror or exc}") from None
+    for module in measured:
+        if not module.kept:
+            reject(root, Target(module.path, module.name), module.reason)
+    return measured
 
 
 def _cmd_list(args: argparse.Namespace, cli: Any) -> int:

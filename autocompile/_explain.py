@@ -86,16 +86,21 @@ def explain(fullname: str, settings: _config.Settings) -> dict[str, object]:
     rules = _profiles.parse(str(settings["profiles"]), settings.values["profiles"].origin, [])
     rule = _profiles.Rules(rules).match(fullname, origin) if rules else None
     document.update(profile=(rule.profile if rule else "") or "none", profile_rule=str(rule) if rule else None)
-    extension = _extension(fullname, spec, root, document)
+    extension = _extension(fullname, spec, root, tuple(settings["exclude_extensions"]), document)  # type: ignore[arg-type]
     if extension is not None:
         return _verdict(document, EXTENSION, f"extension {extension}: loaded instead of bytecode (bytecode if it fails to load)")
     return _lookup(document, spec.loader, origin, root, settings, rule.profile if rule else "")  # type: ignore[arg-type]
 
 
-def _extension(fullname: str, spec: importlib.machinery.ModuleSpec, root: str, document: dict[str, object]) -> str | None:
+def _extension(
+    fullname: str, spec: importlib.machinery.ModuleSpec, root: str, excluded: tuple[str, ...], document: dict[str, object]
+) -> str | None:
     """The extension the finder would load for ``fullname``; a note when one exists for another version of the source."""
     tier = _ext.open_tier(_store.Store(root, writable=False))
     if tier is None or fullname not in tier.names:
+        return None
+    if _ext.is_excluded(fullname, excluded):
+        document["notes"].append(f"exclude_extensions = {list(excluded)} leaves this module to bytecode")  # type: ignore[union-attr]
         return None
     found = tier.find(fullname, copy.copy(spec))  # find() sets the loader of the spec it is given
     if found is None:

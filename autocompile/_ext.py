@@ -128,10 +128,23 @@ class ExtensionTier:
         return spec
 
 
-def open_tier(store: _store.Store) -> "ExtensionTier | None":
-    """The tier of ``store``, or ``None`` (one failed ``open``) when no extension was ever built there."""
+def open_tier(store: _store.Store, excluded: "tuple[str, ...]" = ()) -> "ExtensionTier | None":
+    """The tier of ``store``, or ``None`` (one failed ``open``) when no extension was ever built there.
+
+    Modules matching an ``excluded`` pattern (the ``exclude_extensions`` setting)
+    are left out of its names: bytecode serves them, at no cost per import.
+    """
     names = read_names(store.root)
+    if names and excluded:
+        names = frozenset(name for name in names if not is_excluded(name, excluded))
     return ExtensionTier(store, names) if names else None
+
+
+def is_excluded(fullname: str, patterns: "tuple[str, ...]") -> bool:
+    """Whether a module-name glob of ``exclude_extensions`` matches ``fullname``."""
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(fullname, pattern) for pattern in patterns)
 
 
 def _bootstrap():  # type: ignore[no-untyped-def]

@@ -46,7 +46,7 @@ def install(settings: "_config.Settings | None" = None) -> bool:
     if os.path.exists(os.path.join(root, "extnames")):  # one stat: caches without extensions pay nothing more
         from . import _ext
 
-        extensions = _ext.open_tier(cache.store)
+        extensions = _ext.open_tier(cache.store, tuple(settings["exclude_extensions"]))  # type: ignore[arg-type]
     _active = _finder.AutocompileFinder(
         PathFinder,  # type: ignore[arg-type]
         cache,

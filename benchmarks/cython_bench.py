@@ -3,13 +3,17 @@
 Downloads the pyperformance sdist (``pip download``; its benchmark programs are
 plain files in it), copies each benchmark's ``run_benchmark.py`` as a module
 ``bm_<name>.py``, builds them with ``autocompile``'s Cython tier, then runs each
-in fresh child interpreters with the hook, its module served as an extension
-or as bytecode, alternating the two in the same run. Each child does one
-warm-up call and ``--inner`` timed calls; the figure per mode is the median of
-all timed calls. Also measures start-up: a generated package of 16 modules,
+in fresh child interpreters with the hook. Each child holds the module twice,
+as the hook serves it (the extension) and as bytecode of the same source, and
+alternates timed calls of the two after one warm-up call each, so both sides
+see the same process and the same moments of this machine; the figure is the
+median of the call-by-call ratios over ``--rounds`` children of ``--inner``
+calls per side. Then it runs ``autocompile cythonize --hot`` on a script of
+each benchmark, which keeps an extension only where it made the script faster,
+and measures again as the hook then serves them. Also measures start-up: a generated package of 16 modules,
 all extensions against all bytecode (wall time of ``python -c "import ..."``).
 
-    python benchmarks/cython_bench.py [--rounds 3] [--inner 5] [--jobs 2] [--work DIR] [--json FILE]
+    python benchmarks/cython_bench.py [--rounds 3] [--inner 5] [--jobs 2] [--keep-rounds 5] [--work DIR] [--json FILE]
 """
 
 from __future__ import annotations
@@ -49,24 +53,25 @@ BENCHMARKS = {
 PYPERF_STUB = "import time\nperf_counter = time.perf_counter\n\nclass Runner:\n    def __init__(self, *a, **k):\n        raise RuntimeError('stub')\n"
 
 CHILD = """\
-import sys, json, time
+import importlib.util, sys, json, time
 import autocompile
-from autocompile import _install
 autocompile.install()
-if not {ext}:  # the bytecode side: the same cache, with the Cython tier switched off in this process
-    _install.active_finder().extensions = None
+sys.dont_write_bytecode = True
 sys.path[:0] = [{src!r}, {stubs!r}]
-import bm_{name} as m
-loader = type(m.__loader__).__name__
-m.__dict__  # noqa
-call = lambda: {call}
-call()
-times = []
-for _ in range({inner}):
-    started = time.perf_counter()
+import bm_{name} as served  # what the hook serves: the extension, or bytecode
+spec = importlib.util.spec_from_file_location("bm_{name}", served.__file__)
+byte = importlib.util.module_from_spec(spec)  # the same source as bytecode, beside it in this process
+spec.loader.exec_module(byte)
+calls = {{"served": lambda m=served: {call}, "bytecode": lambda m=byte: {call}}}
+for call in calls.values():
     call()
-    times.append(time.perf_counter() - started)
-print(json.dumps({{"loader": loader, "times": times}}))
+times = {{"served": [], "bytecode": []}}
+for i in range({inner}):
+    for side in (("served", "bytecode") if i % 2 == 0 else ("bytecode", "served")):
+        started = time.perf_counter()
+        calls[side]()
+        times[side].append(time.perf_counter() - started)
+print(json.dumps({{"loader": type(served.__loader__).__name__, "times": times}}))
 """
 
 
@@ -128,15 +133,66 @@ def timed_child(code: str, env: dict[str, str]) -> tuple[float, str]:
     return elapsed, result.stdout
 
 
+def compare(
+    names: list[str], label: str, options: argparse.Namespace, src: str, stubs: str, env: dict[str, str], kept: dict[str, bool] | None = None
+) -> dict[str, dict[str, float]]:
+    """Time what the hook serves against bytecode of the same source, alternating calls in each child; print and return the figures.
+
+    ``kept`` is ``None`` when every module should be served as an extension, else which ones are.
+    """
+    samples: dict[str, dict[str, list[float]]] = {n: {"served": [], "bytecode": []} for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    for _round in range(options.rounds):
+        for name in names:
+            code = CHILD.format(src=src, stubs=stubs, name=name, call=BENCHMARKS[name], inner=options.inner)
+            _, out = timed_child(code, env)
+            seen = json.loads(out.strip().splitlines()[-1])
+            expected = "ExtensionLoader" if kept is None or kept[name] else "SourceFileLoader"
+            if seen["loader"] != expected:
+                raise RuntimeError(f"{name}: served by {seen['loader']}, expected {expected}")
+            for side in samples[name]:
+                samples[name][side] += seen["times"][side]
+            ratios[name] += [b / s for b, s in zip(seen["times"]["bytecode"], seen["times"]["served"])]
+    print(f"{'benchmark':<15}{'bytecode':>12}{label:>12}{'speed-up':>10}   (median of {len(ratios[names[0]])} call-by-call ratios)")
+    figures = {}
+    for name in names:
+        byte, other = statistics.median(samples[name]["bytecode"]), statistics.median(samples[name]["served"])
+        speedup = statistics.median(ratios[name])
+        figures[name] = {"bytecode_s": byte, "served_s": other, "speedup": speedup, "min_ratio": min(ratios[name]), "max_ratio": max(ratios[name])}
+        note = "" if kept is None else ("  (extension)" if kept[name] else "  (bytecode: not kept)")
+        print(f"{name:<15}{byte * 1000:>10.1f}ms{other * 1000:>10.1f}ms{speedup:>9.2f}x{note}")
+    print(f"{'geometric mean':<39}{geometric_mean(figures):>9.2f}x")
+    return figures
+
+
+def geometric_mean(figures: dict[str, dict[str, float]]) -> float:
+    return math.exp(sum(math.log(f["speedup"]) for f in figures.values()) / len(figures))
+
+
+def keep_if_faster(name: str, rounds: int, work: str, src: str, stubs: str, env: dict[str, str]) -> bool:
+    """``autocompile cythonize --hot --top 1 --rounds N`` on a script running the benchmark; whether its extension is kept."""
+    script = os.path.join(work, f"run_{name}.py")
+    with open(script, "w") as file:
+        file.write(f"import sys\nimport autocompile\nautocompile.install()\nsys.path[:0] = [{src!r}, {stubs!r}]\n"
+                   f"import bm_{name} as m\nfor _ in range(3):\n    {BENCHMARKS[name]}\n")
+    command = [sys.executable, "-m", "autocompile", "cythonize", "--json", "--hot", "--top", "1", "--rounds", str(rounds), "--retry-failed", "--", sys.executable, script]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name}: cythonize --hot failed: {result.stderr}")
+    (verdict,) = [m for m in json.loads(result.stdout)["measured"] if m["name"] == f"bm_{name}"]
+    return bool(verdict["kept"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3, help="child processes per benchmark and mode")
-    parser.add_argument("--inner", type=int, default=5, help="timed calls per child")
+    parser.add_argument("--rounds", type=int, default=3, help="child processes per benchmark")
+    parser.add_argument("--inner", type=int, default=5, help="timed calls per side in each child")
     parser.add_argument("--startup-runs", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=os.cpu_count())
     parser.add_argument("--work", help="keep downloads and the cache here")
     parser.add_argument("--only", nargs="*", help="benchmarks to run")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--keep-rounds", type=int, default=5, help="cythonize --hot --rounds: timed runs per variant when choosing what to keep")
     options = parser.parse_args()
     work = options.work or tempfile.mkdtemp(prefix="cython-bench-")
     cache = os.path.join(work, "cache")
@@ -148,34 +204,25 @@ def main() -> int:
     targets = [_cython.Target(os.path.join(src, f"bm_{n}.py"), f"bm_{n}") for n in names]
     targets += list(_cython.resolve_targets([os.path.join(startup_root, "startpkg")]))
     started = time.perf_counter()
-    results = _cython.build(cache, targets, options.jobs)
+    results = _cython.build(cache, targets, options.jobs, retry_failed=True)  # index again what an earlier run did not keep
     print(f"build: {time.perf_counter() - started:.1f} s; " + ", ".join(f"{o}={sum(r.outcome == o for r in results)}" for o in ("built", "reused", "failed")))
     for r in results:
         if r.outcome == "failed" or r.reason:
             print(f"  {r.name}: {r.outcome}: {r.reason}")
 
-    figures: dict[str, dict[str, float]] = {}
-    samples: dict[str, dict[str, list[float]]] = {n: {"extension": [], "bytecode": []} for n in names}
     env = child_env(cache)
-    for _round in range(options.rounds):
-        for name in names:
-            for mode in (("extension", "bytecode") if _round % 2 == 0 else ("bytecode", "extension")):
-                code = CHILD.format(ext=mode == "extension", src=src, stubs=stubs, name=name, call=BENCHMARKS[name], inner=options.inner)
-                _, out = timed_child(code, env)
-                seen = json.loads(out.strip().splitlines()[-1])
-                expected = "ExtensionLoader" if mode == "extension" else "SourceFileLoader"
-                if seen["loader"] != expected:
-                    raise RuntimeError(f"{name}: {mode} run loaded by {seen['loader']}")
-                samples[name][mode] += seen["times"]
-    print(f"\n{'benchmark':<15}{'bytecode':>12}{'extension':>12}{'speed-up':>10}")
-    ratios = []
+    print("\nevery benchmark's module served as an extension:")
+    figures = compare(names, "extension", options, src, stubs, env)
+    geomean = geometric_mean(figures)
+
+    # The user's flow: `cythonize --hot` times each program with its extension and without,
+    # and stops serving the extensions that do not make it faster; then measure as served.
+    kept = {}
     for name in names:
-        byte, ext = statistics.median(samples[name]["bytecode"]), statistics.median(samples[name]["extension"])
-        ratios.append(byte / ext)
-        figures[name] = {"bytecode_s": byte, "extension_s": ext, "speedup": byte / ext}
-        print(f"{name:<15}{byte * 1000:>10.1f}ms{ext * 1000:>10.1f}ms{byte / ext:>9.2f}x")
-    geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
-    print(f"{'geometric mean':<39}{geomean:>9.2f}x")
+        kept[name] = keep_if_faster(name, options.keep_rounds, work, src, stubs, env)
+    print(f"\nas served after `autocompile cythonize --hot --rounds {options.keep_rounds}` (kept: {sum(kept.values())} of {len(names)}):")
+    served = compare(names, "served", options, src, stubs, env, kept)
+    served_geomean = geometric_mean(served)
 
     # Start-up: import a 16-module package, all extensions or all bytecode (both from the warm cache).
     startup = {"extension": [], "bytecode": [], "empty": []}
@@ -201,7 +248,8 @@ def main() -> int:
     print(machine)
     if options.json:
         with open(options.json, "w") as file:
-            json.dump({"benchmarks": figures, "geomean": geomean, "startup_median_s": medians, "machine": machine}, file, indent=2)
+            json.dump({"benchmarks": figures, "geomean": geomean, "served": served, "served_geomean": served_geomean, "kept": kept,
+                       "startup_median_s": medians, "machine": machine}, file, indent=2)
     return 0
 
 

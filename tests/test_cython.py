@@ -36,11 +36,11 @@ def cythonize(*args: str, cache_dir: Path, cwd: Path | None = None, env_path: st
     return subprocess.run([sys.executable, *COMMAND, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
-def cythonize_json(*args: str, cache_dir: Path, **kw: str) -> dict:
+def cythonize_json(*args: str, cache_dir: Path, expect_ok: bool = True, **kw: str) -> dict:
     if "--json" not in args:
         args = (*args, "--json")
     result = cythonize(*args, cache_dir=cache_dir, **kw)  # type: ignore[arg-type]
-    assert result.returncode == 0, result.stderr + result.stdout
+    assert (result.returncode == 0) is expect_ok, result.stderr + result.stdout
     return json.loads(result.stdout)
 
 
@@ -322,11 +322,40 @@ def test_hot_builds_the_modules_where_time_is_spent(tmp_path: Path) -> None:
     )
     cache = tmp_path / "cache"
     settle()
-    document = cythonize_json("--json", "--hot", "--top", "1", "--", sys.executable, str(src / "main.py"), cache_dir=cache)
+    document = cythonize_json("--json", "--hot", "--top", "1", "--rounds", "0", "--", sys.executable, str(src / "main.py"), cache_dir=cache)
     assert [h["module"] for h in document["hot"]] == ["busy"]
-    assert document["built"] == 1
+    assert document["built"] == 1 and document["measured"] == []
     seen = run_hooked("import json, busy\nprint(json.dumps(type(busy.work).__name__))", cache, src)
     assert seen == "cython_function_or_method"
+
+
+def test_hot_keeps_only_the_extensions_that_make_the_command_faster(tmp_path: Path) -> None:
+    """The command sleeps when ``slow`` is an extension and when ``fast`` is not: timing decides, deterministically."""
+    work = "def work(n):\n    total = 0\n    for i in range(n):\n        total += i * i % 7\n    return total\n"
+    main = (
+        "import time, fast, slow\nfast.work(200000)\nslow.work(200000)\n"
+        "if type(slow.__loader__).__name__ == 'ExtensionLoader': time.sleep(0.5)\n"
+        "if type(fast.__loader__).__name__ != 'ExtensionLoader': time.sleep(0.5)\n"
+    )
+    src = write_tree(tmp_path / "app", {"main.py": main, "fast.py": work, "slow.py": work + "# another source\n"})
+    cache = tmp_path / "cache"
+    settle()
+    document = cythonize_json("--json", "--hot", "--top", "2", "--rounds", "1", "--", sys.executable, str(src / "main.py"), cache_dir=cache)
+    assert sorted(h["module"] for h in document["hot"]) == ["fast", "slow"] and document["built"] == 2
+    verdicts = {m["name"]: m for m in document["measured"]}
+    assert verdicts["fast"]["kept"] and verdicts["fast"]["speedup"] > 1.5
+    assert not verdicts["slow"]["kept"] and "slower with this extension" in verdicts["slow"]["reason"]
+    loaders = "import json, fast, slow\nprint(json.dumps([type(m.__loader__).__name__ for m in (fast, slow)]))"
+    assert run_hooked(loaders, cache, src) == ["ExtensionLoader", "SourceFileLoader"]
+    listed = autocompile_json("cythonize", "--list", cache_dir=cache)
+    assert [f["module"] for f in listed["failed"]] == ["slow"] and "slower" in listed["failed"][0]["reason"]
+    again = cythonize_json(str(src / "slow.py"), cache_dir=cache, expect_ok=False)
+    assert again["failed"] == 1 and "recorded earlier" in again["failures"][0]["reason"]
+    retried = cythonize_json(str(src / "slow.py"), "--retry-failed", cache_dir=cache)
+    assert retried["reused"] == 1 and autocompile_json("cythonize", "--list", cache_dir=cache)["failed"] == []
+    assert run_hooked(loaders, cache, src) == ["ExtensionLoader", "ExtensionLoader"]
+    # exclude_extensions leaves a module with a ready extension to bytecode
+    assert run_hooked(loaders, cache, src, AUTOCOMPILE_EXCLUDE_EXTENSIONS="f*") == ["SourceFileLoader", "ExtensionLoader"]
 
 
 def test_no_tier_when_nothing_was_built(tmp_path: Path) -> None:
@@ -338,9 +367,9 @@ def test_no_tier_when_nothing_was_built(tmp_path: Path) -> None:
     assert seen is False
 
 
-def autocompile_json(*args: str, cache_dir: Path, env_path: str | None = None, expect: int = 0) -> dict:
+def autocompile_json(*args: str, cache_dir: Path, env_path: str | None = None, expect: int = 0, **extra: str) -> dict:
     """``python -m autocompile ARGS --json``: its JSON document, after checking its exit code."""
-    env = child_env(cache_dir)
+    env = child_env(cache_dir, **extra)
     if env_path:
         env["PYTHONPATH"] = os.pathsep.join((env_path, env["PYTHONPATH"]))
     result = subprocess.run([sys.executable, "-m", "autocompile", *args, "--json"], env=env, capture_output=True, text=True, timeout=300)
@@ -364,6 +393,8 @@ def test_cache_commands_cover_extensions(tmp_path: Path) -> None:
     assert stats["extensions"] == 2 and stats["extensions_size_bytes"] > 0 and stats["extension_loads"] == 2
     explained = autocompile_json("explain", "shipped.mod", cache_dir=cache, env_path=str(src))
     assert explained["verdict"] == "extension" and explained["reason"].startswith(f"extension {cache}/ext/")
+    left_out = autocompile_json("explain", "shipped.mod", cache_dir=cache, env_path=str(src), AUTOCOMPILE_EXCLUDE_EXTENSIONS="shipped.*")
+    assert left_out["verdict"] != "extension" and any("exclude_extensions" in note for note in left_out["notes"])
     assert autocompile_json("verify", "--all", cache_dir=cache)["problems"] == []
 
     # A damaged extension index entry: verify names it, --fix removes it, bytecode serves the module.
