@@ -229,7 +229,7 @@ def build_one(root: str, target: Target, settings: dict[str, Any], retry_failed:
                 return Result(path, name, FAILED, reason)
             outcome = BUILT
         note = _index(store, target, st, key, so_path, settings)
-        if retry_failed and not note:  # a record of an earlier failure (or of a slower extension) no longer holds
+        if retry_failed and not note:  # a recorded failure, or an extension that did not pay, no longer holds
             try:
                 os.unlink(_ext.failed_path(root, key))
             except FileNotFoundError:
@@ -576,12 +576,15 @@ def hot_targets(stats_file: str, top: int = 10, share: float = 0.9, exclude: Seq
 
 #: What ``exclude_extensions`` is set to in the runs that measure the command.
 _EXCLUDE_VARIABLE = "AUTOCOMPILE_EXCLUDE_EXTENSIONS"
+#: The speed-up an extension must show to be kept: importing one costs more than
+#: importing bytecode (``dlopen``), and a tie within this machine's noise is not a gain.
+KEEP_SPEEDUP = 1.02
 
 
 class Measured(NamedTuple):
     name: str
     path: str
-    speedup: float  # median time of the command with no new extension / with this one alone
+    speedup: float  # median over rounds of: time with no new extension / time with this one alone
     kept: bool
     reason: str  # why it is not kept ("" when it is)
 
@@ -596,8 +599,9 @@ def measure(
     """Time ``command`` with each module's extension alone and with none of them, ``rounds`` times each.
 
     The runs alternate (a round runs every variant once, in a rotating order,
-    after one untimed round that warms the caches), so a machine that slows
-    down mid-way slows every variant alike. The hook serves everything as it
+    after one untimed round that warms the caches) and each speed-up is the
+    median of the ratios within a round, so a machine that slows down mid-way
+    slows both sides of a ratio alike. The hook serves everything as it
     would for the user; only ``exclude_extensions`` (``excluded``, the user's
     own, plus the other new extensions) differs between variants. Raises
     ``OSError`` when the command cannot be run.
@@ -623,14 +627,13 @@ def measure(
             done += 1
             if progress:
                 progress(done, total)
-    baseline = statistics.median(times[""])
     measured = []
     for module in modules:
-        speedup = baseline / max(statistics.median(times[module.name]), 1e-9)
+        speedup = statistics.median(without / max(alone, 1e-9) for without, alone in zip(times[""], times[module.name]))
         if exits[module.name] != exits[""]:
             reason = f"the command exited with {sorted(exits[module.name])} with this extension, {sorted(exits[''])} without"
-        elif speedup < 1.0:
-            reason = f"the command ran slower with this extension than with bytecode ({speedup:.2f}x, medians of {rounds} run{'' if rounds == 1 else 's'} each)"
+        elif speedup < KEEP_SPEEDUP:
+            reason = f"the command ran no faster with this extension than with bytecode ({speedup:.2f}x, median of {rounds} round{'' if rounds == 1 else 's'})"
         else:
             reason = ""
         measured.append(Measured(module.name, module.path, speedup, not reason, reason))
@@ -663,7 +666,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top", type=int, default=10, metavar="N", help="with --hot: at most N modules (default 10)")
     parser.add_argument(
         "--rounds", type=int, default=3, metavar="N",
-        help="with --hot: time the command N times with each new extension and without, and keep only those that make it faster (default 3; 0: keep all)",
+        help="with --hot: time the command N times with each new extension and without, and keep only those that make it at least 2%% faster (default 3; 0: keep all)",
     )
     parser.add_argument("--retry-failed", action="store_true", help="try again modules whose build failed before")
 

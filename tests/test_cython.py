@@ -344,11 +344,11 @@ def test_hot_keeps_only_the_extensions_that_make_the_command_faster(tmp_path: Pa
     assert sorted(h["module"] for h in document["hot"]) == ["fast", "slow"] and document["built"] == 2
     verdicts = {m["name"]: m for m in document["measured"]}
     assert verdicts["fast"]["kept"] and verdicts["fast"]["speedup"] > 1.5
-    assert not verdicts["slow"]["kept"] and "slower with this extension" in verdicts["slow"]["reason"]
+    assert not verdicts["slow"]["kept"] and "no faster with this extension" in verdicts["slow"]["reason"]
     loaders = "import json, fast, slow\nprint(json.dumps([type(m.__loader__).__name__ for m in (fast, slow)]))"
     assert run_hooked(loaders, cache, src) == ["ExtensionLoader", "SourceFileLoader"]
     listed = autocompile_json("cythonize", "--list", cache_dir=cache)
-    assert [f["module"] for f in listed["failed"]] == ["slow"] and "slower" in listed["failed"][0]["reason"]
+    assert [f["module"] for f in listed["failed"]] == ["slow"] and "no faster" in listed["failed"][0]["reason"]
     again = cythonize_json(str(src / "slow.py"), cache_dir=cache, expect_ok=False)
     assert again["failed"] == 1 and "recorded earlier" in again["failures"][0]["reason"]
     retried = cythonize_json(str(src / "slow.py"), "--retry-failed", cache_dir=cache)
