@@ -141,10 +141,19 @@ def open_tier(store: _store.Store, excluded: "tuple[str, ...]" = ()) -> "Extensi
 
 
 def is_excluded(fullname: str, patterns: "tuple[str, ...]") -> bool:
-    """Whether a module-name glob of ``exclude_extensions`` matches ``fullname``."""
+    """Whether a module-name glob of ``exclude_extensions`` matches ``fullname``.
+
+    Plain names (what ``cythonize --hot`` sets while it measures) are compared
+    without importing ``fnmatch`` and ``re``, which would load in one variant only.
+    """
+    if fullname in patterns:
+        return True
+    globs = [pattern for pattern in patterns if "*" in pattern or "?" in pattern or "[" in pattern]
+    if not globs:
+        return False
     from fnmatch import fnmatchcase
 
-    return any(fnmatchcase(fullname, pattern) for pattern in patterns)
+    return any(fnmatchcase(fullname, pattern) for pattern in globs)
 
 
 def _bootstrap():  # type: ignore[no-untyped-def]
