@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from . import _evict, _ext, _keys, _store
+from . import _config, _evict, _ext, _keys, _store
 
 BUILT, REUSED, FAILED = "built", "reused", "failed"
 
@@ -273,12 +273,16 @@ def _index(store: _store.Store, target: Target, st: os.stat_result, key: str, so
     if not _same_stat(st, os.stat(target.path)):
         return "not indexed: the source changed during the build; run again"
     size = str(os.lstat(so_path).st_size)
-    paths = {target.path, os.path.realpath(target.path)}
-    for path in sorted(paths):
+    for path in _index_paths(target):
         path_st = os.stat(path)
         meta = {"name": target.name, "path": path, "suffix": _ext.EXT_SUFFIX, "size": size, "cython": settings["cython"]}
         _store.write_atomic(_ext.index_path(store.root, _ext.index_key(target.name, path, path_st)), _pack(_ext.KIND_EXTINDEX, key, meta))
     return ""
+
+
+def _index_paths(target: Target) -> list[str]:
+    """The paths an extension is indexed under: the source's path as given, and its real path."""
+    return sorted({target.path, os.path.realpath(target.path)})
 
 
 def _compile(source: bytes, name: str, is_package: bool, so_path: str) -> str | None:
@@ -574,8 +578,8 @@ def hot_targets(stats_file: str, top: int = 10, share: float = 0.9, exclude: Seq
 
 # Keeping only the extensions that make the command faster ------------------------------
 
-#: What ``exclude_extensions`` is set to in the runs that measure the command.
-_EXCLUDE_VARIABLE = "AUTOCOMPILE_EXCLUDE_EXTENSIONS"
+#: The environment variable of ``exclude_extensions``, set in the runs that measure the command.
+_EXCLUDE_VARIABLE = next(variable for variable, setting in _config._ENVIRONMENT.items() if setting == "exclude_extensions")
 #: The speed-up an extension must show to be kept: importing one costs more than
 #: importing bytecode (``dlopen``), and a tie within this machine's noise is not a gain.
 KEEP_SPEEDUP = 1.02
@@ -618,8 +622,8 @@ def measure(
         shift = round_number % len(variants)
         for variant in variants[shift:] + variants[:shift]:
             patterns = ",".join([*excluded, *(name for name in names if name != variant)])
-            started = time.perf_counter()
             env = dict(os.environ, **{_EXCLUDE_VARIABLE: patterns})
+            started = time.perf_counter()
             code = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
             if round_number:
                 times[variant].append(time.perf_counter() - started)
@@ -647,7 +651,7 @@ def reject(root: str, target: Target, reason: str) -> None:
     with open(target.path, "rb") as file:
         key = extension_key(file.read(), target.name, settings)
     _record_failure(root, key, target, st, reason)
-    for path in sorted({target.path, os.path.realpath(target.path)}):
+    for path in _index_paths(target):
         try:
             os.unlink(_ext.index_path(root, _ext.index_key(target.name, path, os.stat(path))))
         except FileNotFoundError:
