@@ -16,6 +16,7 @@ writer.
 """
 
 import os
+from time import time, time_ns
 
 from . import _keys
 
@@ -44,13 +45,20 @@ class CorruptEntry(Exception):
 class Entry:
     """A valid object: its header fields, metadata and payload."""
 
-    __slots__ = ("kind", "key", "meta", "payload")
+    __slots__ = ("kind", "key", "_meta", "payload")
 
-    def __init__(self, kind: int, key: str, meta: dict[str, str], payload: "bytes | memoryview") -> None:
+    def __init__(self, kind: int, key: str, meta: "dict[str, str] | bytes", payload: "bytes | memoryview") -> None:
         self.kind = kind
         self.key = key
-        self.meta = meta
+        self._meta = meta
         self.payload = payload
+
+    @property
+    def meta(self) -> dict[str, str]:
+        """Decoded when first asked for: an import needs only the payload."""
+        if isinstance(self._meta, bytes):
+            self._meta = decode_meta(self._meta)
+        return self._meta
 
 
 def _checksum(head: bytes, body: bytes) -> int:
@@ -96,9 +104,18 @@ def pack(
     return head + _checksum(head, body).to_bytes(4, "little") + body
 
 
-def unpack(data: bytes, key: str | None = None, *, context_id: bytes | None = None, source_size: int | None = None) -> Entry:
+def unpack(
+    data: bytes,
+    key: str | None = None,
+    *,
+    context_id: bytes | None = None,
+    source_size: int | None = None,
+    sealed: bool = False,
+) -> Entry:
     """Check an object file completely; raise :class:`CorruptEntry` on any fault.
 
+    ``sealed``: the file checked out before and has not been written since (see
+    :func:`is_sealed`), so its checksum is not computed again; everything else is.
     The payload is returned as a ``memoryview`` of ``data``: no copy of what
     can be tens of kilobytes per import.
     """
@@ -118,10 +135,9 @@ def unpack(data: bytes, key: str | None = None, *, context_id: bytes | None = No
     if HEADER_SIZE + meta_size + payload_size != len(data):
         raise CorruptEntry("length does not match the header")
     view = memoryview(data)
-    if _checksum(view[: _CHECKSUM.start], view[HEADER_SIZE:]) != int.from_bytes(data[_CHECKSUM], "little"):
+    if not sealed and _checksum(view[: _CHECKSUM.start], view[HEADER_SIZE:]) != int.from_bytes(data[_CHECKSUM], "little"):
         raise CorruptEntry("checksum mismatch")
-    meta = decode_meta(data[HEADER_SIZE : HEADER_SIZE + meta_size])
-    return Entry(data[6], entry_key, meta, view[HEADER_SIZE + meta_size :])
+    return Entry(data[6], entry_key, data[HEADER_SIZE : HEADER_SIZE + meta_size], view[HEADER_SIZE + meta_size :])
 
 
 def source_size(header: bytes) -> int:
@@ -153,7 +169,40 @@ class Store:
     # Reading -------------------------------------------------------------
 
     def read(self, path: str) -> bytes | None:
-        """The bytes of the entry at ``path``; ``None`` when absent or not to be trusted.
+        """The bytes of the entry at ``path``; ``None`` when absent or not to be trusted."""
+        opened = self._open(path)
+        if opened is None:
+            return None
+        fd, st = opened
+        try:
+            data = _read_all(fd, st.st_size)
+            if self.writable:
+                refresh_if_stale(fd, st)
+        finally:
+            os.close(fd)
+        return data
+
+    def load(self, path: str, key: str | None = None, **expected: object) -> Entry | None:
+        """A valid entry at ``path`` or ``None``; ``expected`` as for :func:`unpack`.
+
+        An entry that checks out is sealed, so the next reads skip its checksum.
+        """
+        opened = self._open(path)
+        if opened is None:
+            return None
+        fd, st = opened
+        try:
+            sealed = is_sealed(st)
+            entry = unpack(_read_all(fd, st.st_size), key, sealed=sealed, **expected)  # type: ignore[arg-type]
+            recent = sealed and st.st_mtime + REFRESH_SECONDS > time()
+            if self.writable and not recent and (self._uid is None or st.st_uid == self._uid):
+                seal(fd, st)
+        finally:
+            os.close(fd)
+        return entry
+
+    def _open(self, path: str) -> "tuple[int, os.stat_result] | None":
+        """A descriptor of the entry at ``path`` and its ``stat``, if it may be trusted.
 
         Symbolic links are not followed, and only regular files owned by this
         user (or by root, for a read-only shared tier) count: anything else
@@ -165,28 +214,13 @@ class Store:
             return None
         try:
             st = os.fstat(fd)
-            if (st.st_mode & 0o170000) != 0o100000 or (self._uid is not None and st.st_uid not in (self._uid, 0)):
-                return None
-            chunks = []
-            remaining = st.st_size
-            while remaining > 0:
-                chunk = os.read(fd, remaining)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            if self.writable:
-                refresh_if_stale(fd, st)
-        finally:
+        except OSError:
             os.close(fd)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    def load(self, path: str, key: str | None = None, **expected: object) -> Entry | None:
-        """A valid entry at ``path`` or ``None``; ``expected`` as for :func:`unpack`."""
-        data = self.read(path)
-        if data is None:
             return None
-        return unpack(data, key, **expected)  # type: ignore[arg-type]
+        if (st.st_mode & 0o170000) != 0o100000 or (self._uid is not None and st.st_uid not in (self._uid, 0)):
+            os.close(fd)
+            return None
+        return fd, st
 
     # Writing -------------------------------------------------------------
 
@@ -246,12 +280,6 @@ def _links_unsupported(exc: OSError) -> bool:
     return exc.errno in unsupported
 
 
-def _now() -> float:
-    from time import time
-
-    return time()
-
-
 def sharded(directory: str, name: str) -> str:
     """``directory/<first hex digit of name>/name``.
 
@@ -265,7 +293,7 @@ def sharded(directory: str, name: str) -> str:
 def refresh_if_stale(file: "int | str", st: os.stat_result) -> None:
     """Mark a file (an open descriptor, or a path whose link is not followed) used now, for
     least-recently-used eviction; at most once a day, so that hits cost no write."""
-    if st.st_mtime + REFRESH_SECONDS < _now():
+    if st.st_mtime + REFRESH_SECONDS < time():
         try:
             if isinstance(file, int):
                 os.utime(file)
@@ -273,6 +301,59 @@ def refresh_if_stale(file: "int | str", st: os.stat_result) -> None:
                 os.utime(file, follow_symlinks=False)
         except (OSError, NotImplementedError):
             pass
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """``size`` bytes from ``fd``, or what there is of them (a short entry fails its check)."""
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# Sealing. Checking an object's CRC-32 is most of what a hit costs beyond stock's
+# read and unmarshal, and only needs doing until the object has checked out once.
+# Then its modification time is set to the present second plus a sub-second part
+# chosen by its inode and size: the seal. Any later write sets the modification
+# and change times to the same moment, and a copy or restored backup is another
+# inode with a later change time, so neither keeps the seal; only the owner
+# restoring the exact time by hand would. Where timestamps are coarser than
+# microseconds or descriptors cannot be given times, nothing is ever sealed and
+# every read is checked in full.
+_SECOND_NS = 1_000_000_000
+_SEALS = _CHECK_OWNER and os.utime in os.supports_fd
+
+
+def _seal_ns(st: os.stat_result) -> int:
+    """The sub-second part of a sealed file's modification time: a microsecond, never zero."""
+    return 1000 * (1 + (st.st_ino * 0x9E3779B97F4A7C15 + st.st_dev * 31 + st.st_size) % 999_999)
+
+
+def is_sealed(st: os.stat_result) -> bool:
+    """Whether this file checked out when it was last sealed and has not been written since."""
+    mtime, ctime = st.st_mtime_ns, st.st_ctime_ns
+    return _SEALS and mtime % _SECOND_NS == _seal_ns(st) and mtime != ctime and abs(ctime - mtime) < _SECOND_NS
+
+
+def seal(fd: int, st: os.stat_result) -> None:
+    """Seal a file that checked out, which also marks it used now for eviction; best effort."""
+    if not _SEALS:
+        refresh_if_stale(fd, st)
+        return
+    now = time_ns()
+    mtime = now - now % _SECOND_NS + _seal_ns(st)  # within half a second of now: see is_sealed
+    if mtime - now > _SECOND_NS // 2:
+        mtime -= _SECOND_NS
+    elif now - mtime > _SECOND_NS // 2:
+        mtime += _SECOND_NS
+    try:
+        os.utime(fd, ns=(st.st_atime_ns, mtime))
+    except OSError:
+        pass
 
 
 def _temporary_name(path: str) -> str:

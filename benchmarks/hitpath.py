@@ -87,11 +87,12 @@ def main() -> None:
             },
             "autocompile": {
                 "stat source": lambda p: os.stat(p),
-                "stat key (BLAKE2b)": lambda p: cache.stat_key(p, stats[p]),
+                "stat key (SipHash)": lambda p: cache.stat_key(p, stats[p]),
                 "read index entry": lambda p: cache.store.read(index_paths[p]),
-                "validate header+CRC": lambda p: _store.unpack(ours_data[p]),
+                "validate, first read (CRC)": lambda p: _store.unpack(ours_data[p]),
+                "validate, sealed": lambda p: _store.unpack(ours_data[p], sealed=True),
                 "unmarshal": lambda p: marshal.loads(payloads[p]),
-                "fix co_filename": lambda p: _imp._fix_co_filename(marshal.loads(payloads[p]), p),
+                "unmarshal + fix co_filename": lambda p: _imp._fix_co_filename(marshal.loads(payloads[p]), p),
                 "whole get_code": lambda p: _loader.CachedGetCode(loaders[p], cache)("m"),
             },
         }

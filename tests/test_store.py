@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,48 @@ def test_entries_owned_by_someone_else_are_not_read(tmp_path: Path) -> None:
     assert store.read(str(planted)) is None
 
 
-CORRUPTIONS = ["truncate", "zero", "flip", "garbage", "directory", "symlink", "other_interpreter_magic"]
+def test_an_entry_that_checks_out_is_sealed_and_any_write_breaks_the_seal(tmp_path: Path) -> None:
+    store = _store.Store(str(tmp_path))
+    path = Path(store.write_object(KEY, entry_bytes()))
+    assert not _store.is_sealed(path.stat())  # written, not yet read back
+    assert store.load(str(path), KEY) is not None
+    assert _store.is_sealed(path.stat())
+    assert store.load(str(path), KEY) is not None  # served without its checksum
+    with open(path, "r+b") as file:  # the same inode, one byte changed
+        file.seek(-1, os.SEEK_END)
+        last = file.read(1)
+        file.seek(-1, os.SEEK_END)
+        file.write(bytes([last[0] ^ 1]))
+    assert not _store.is_sealed(path.stat())
+    with pytest.raises(_store.CorruptEntry):
+        store.load(str(path), KEY)
+    assert not _store.is_sealed(path.stat())  # a failed check seals nothing
+
+
+def test_a_copy_of_a_sealed_entry_is_checked_again(tmp_path: Path) -> None:
+    """``cp -p``, ``rsync -a`` or a restored backup keeps the bytes and times, not the inode."""
+    store = _store.Store(str(tmp_path))
+    path = Path(store.write_object(KEY, entry_bytes()))
+    store.load(str(path), KEY)
+    assert _store.is_sealed(path.stat())
+    copy = tmp_path / "copy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    copy.write_bytes(bytes(data))
+    shutil.copystat(path, copy)
+    assert copy.stat().st_mtime_ns == path.stat().st_mtime_ns
+    assert not _store.is_sealed(copy.stat())
+    with pytest.raises(_store.CorruptEntry):
+        store.load(str(copy), KEY)
+
+
+def test_a_read_only_store_checks_every_read_and_seals_nothing(tmp_path: Path) -> None:
+    path = Path(_store.Store(str(tmp_path)).write_object(KEY, entry_bytes()))
+    assert _store.Store(str(tmp_path), writable=False).load(str(path), KEY) is not None
+    assert not _store.is_sealed(path.stat())
+
+
+CORRUPTIONS = ["truncate", "zero", "flip", "flip_in_place", "garbage", "directory", "symlink", "other_interpreter_magic"]
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
@@ -132,8 +174,15 @@ def test_corrupt_entries_are_misses_and_get_replaced(tmp_path: Path, cache_dir: 
         p for p in cache_dir.glob("*/*/*") if p.parent.parent.name in ("index", "objects") and b"victim.py" in p.read_bytes()
     ]
     assert len(entries) == 2  # the object and its index link
+    run_python(code, cache_dir, cwd=tmp_path)  # a hit: the entry checks out and is sealed
+    assert all(_store.is_sealed(path.stat()) for path in entries)
     for path in entries:
         data = path.read_bytes()
+        if corruption == "flip_in_place":  # written through: the object and its link are one inode
+            with open(path, "r+b") as file:
+                file.seek(-5, os.SEEK_END)
+                file.write(bytes([data[-5] ^ 0x40]))
+            break
         path.unlink()
         if corruption == "truncate":
             path.write_bytes(data[: len(data) // 2])
