@@ -80,24 +80,32 @@ def active_finder() -> "_finder.AutocompileFinder | None":
     return _active
 
 
-def start(root: str, from_bundle: bool) -> None:
-    """Install at interpreter start; after a start without a valid bundle, write one."""
+def start(root: str, loaded: str) -> None:
+    """Install at interpreter start; after a start without this copy's bundle, write it.
+
+    ``loaded``: which bundle the runtime came from (see ``_bootstrap.load_runtime``).
+    """
     if _active is not None:
         return  # venvs list site-packages twice (lib and lib64): the .pth runs twice
-    if install() and not from_bundle:
+    if install() and loaded != "own":
         save_runtime(root)
 
 
 def save_runtime(root: str) -> None:
-    """Compile the runtime modules into a bundle for the next start (in a trusted cache only)."""
+    """Write this copy's bundle, and the shared one when these sources have none (in a trusted cache only)."""
     if _location.describe_untrusted(root) is not None:
         return
-    codes = []
-    for name in _bootstrap.RUNTIME_MODULES:
-        path = os.path.join(_bootstrap.PACKAGE_DIR, name + ".py")
-        with open(path, "rb") as file:
-            codes.append(compile(file.read(), path, "exec", dont_inherit=True, optimize=2))  # no docstrings: smaller, faster
+    pin = _bootstrap.fingerprint()  # before reading: a source changed meanwhile makes the bundle stale, not wrong
+    sources = _bootstrap.runtime_sources()
+    shared_path, shared_pin = _bootstrap.shared_bundle(root, sources)
+    codes = _bootstrap.read_bundle(shared_path, shared_pin)
     try:
-        _store.write_atomic(_bootstrap.bundle_path(root), marshal.dumps((_bootstrap.fingerprint(), tuple(codes))))
+        if codes is None:
+            codes = tuple(
+                compile(source, _bootstrap.source_path(name), "exec", dont_inherit=True, optimize=2)  # no docstrings
+                for name, source in zip(_bootstrap.RUNTIME_MODULES, sources)
+            )
+            _store.write_atomic(shared_path, marshal.dumps((shared_pin, codes)))
+        _store.write_atomic(_bootstrap.bundle_path(root), marshal.dumps((pin, codes)))
     except OSError:
         pass

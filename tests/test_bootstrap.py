@@ -91,25 +91,57 @@ print(type(sys.meta_path[-1]).__name__, "bundle" if finder.__doc__ is None else 
 """
 
 
-def boot_child(cache_dir: Path) -> str:
+def boot_child(cache_dir: Path, package_parent: Path | None = None) -> str:
+    """Start a child (with the package found in ``package_parent``, if given) and say where its runtime came from."""
     import subprocess
     import sys
 
     from conftest import child_env
 
-    result = subprocess.run([sys.executable, "-c", BOOT], env=child_env(cache_dir), capture_output=True, text=True)
+    env = child_env(cache_dir)
+    if package_parent is not None:
+        env["PYTHONPATH"] = str(package_parent)
+    result = subprocess.run([sys.executable, "-c", BOOT], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def bundles(cache_dir: Path) -> tuple[Path, Path]:
+    """This copy's bundle and the shared one, the only files in ``runtime/``."""
+    shared, own = sorted((cache_dir / "runtime").iterdir(), key=lambda path: path.name.startswith("shared-"), reverse=True)
+    assert shared.name.startswith("shared-") and not own.name.startswith("shared-")
+    return own, shared
 
 
 def test_runtime_comes_from_the_bundle_after_the_first_start(cache_dir: Path) -> None:
     """autocompile's own modules start warm even where their __pycache__ cannot exist."""
     cache_dir.mkdir(mode=0o700)
     assert boot_child(cache_dir) == "AutocompileFinder stock"
-    (bundle,) = (cache_dir / "runtime").iterdir()
-    written = bundle.stat().st_mtime_ns
+    own, shared = bundles(cache_dir)
+    written = own.stat().st_mtime_ns, shared.stat().st_mtime_ns
     assert boot_child(cache_dir) == "AutocompileFinder bundle"
-    assert bundle.stat().st_mtime_ns == written, "a valid bundle is not rewritten"
+    assert (own.stat().st_mtime_ns, shared.stat().st_mtime_ns) == written, "valid bundles are not rewritten"
+
+
+def test_a_fresh_copy_of_the_same_sources_compiles_nothing(tmp_path: Path, cache_dir: Path) -> None:
+    """A new venv with the same autocompile starts from the bundle another copy made, then has its own;
+    a copy whose sources differ compiles them."""
+    import shutil
+
+    import autocompile
+
+    cache_dir.mkdir(mode=0o700)
+    boot_child(cache_dir)
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(autocompile.__file__).parent, copy / "autocompile", ignore=shutil.ignore_patterns("__pycache__"))
+    assert boot_child(cache_dir, copy) == "AutocompileFinder bundle"
+    assert len(list((cache_dir / "runtime").iterdir())) == 3  # the first copy's, the copy's, the shared one
+    assert boot_child(cache_dir, copy) == "AutocompileFinder bundle"
+    with open(copy / "autocompile" / "_log.py", "a") as file:
+        file.write("# edited\n")
+    assert boot_child(cache_dir, copy) == "AutocompileFinder stock"
+    assert len(list((cache_dir / "runtime").iterdir())) == 4  # and the edited sources' shared bundle
+    assert boot_child(cache_dir, copy) == "AutocompileFinder bundle"
 
 
 def test_damaged_or_foreign_bundles_are_ignored(cache_dir: Path) -> None:
@@ -117,10 +149,19 @@ def test_damaged_or_foreign_bundles_are_ignored(cache_dir: Path) -> None:
 
     cache_dir.mkdir(mode=0o700)
     boot_child(cache_dir)
-    (bundle,) = (cache_dir / "runtime").iterdir()
-    bundle.write_bytes(bundle.read_bytes()[:100])
+    for bundle in bundles(cache_dir):
+        bundle.write_bytes(bundle.read_bytes()[:100])
     assert boot_child(cache_dir) == "AutocompileFinder stock"
     assert boot_child(cache_dir) == "AutocompileFinder bundle"
+    own, shared = bundles(cache_dir)
+    own.unlink()
+    assert boot_child(cache_dir) == "AutocompileFinder bundle"  # from the shared one, which gives it back
+    own, shared = bundles(cache_dir)
+    os.chmod(own, 0o622)
+    os.chmod(shared, 0o622)
+    assert boot_child(cache_dir) == "AutocompileFinder stock"  # writable by others: not trusted
     if os.geteuid() == 0:
-        os.chown(bundle, 65534, 65534)
+        assert boot_child(cache_dir) == "AutocompileFinder bundle"
+        for bundle in bundles(cache_dir):
+            os.chown(bundle, 65534, 65534)
         assert boot_child(cache_dir) == "AutocompileFinder stock"
