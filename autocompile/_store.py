@@ -47,7 +47,7 @@ class Entry:
 
     __slots__ = ("kind", "key", "_meta", "payload")
 
-    def __init__(self, kind: int, key: str, meta: "dict[str, str] | bytes", payload: "bytes | memoryview") -> None:
+    def __init__(self, kind: int, key: str, meta: "dict[str, str] | bytes | memoryview", payload: "bytes | memoryview") -> None:
         self.kind = kind
         self.key = key
         self._meta = meta
@@ -56,8 +56,8 @@ class Entry:
     @property
     def meta(self) -> dict[str, str]:
         """Decoded when first asked for: an import needs only the payload."""
-        if isinstance(self._meta, bytes):
-            self._meta = decode_meta(self._meta)
+        if not isinstance(self._meta, dict):
+            self._meta = decode_meta(bytes(self._meta))
         return self._meta
 
 

@@ -26,6 +26,13 @@ def test_pack_unpack_round_trip() -> None:
     assert entry.meta == {"name": "mod", "path": "/x/mod.py"}
 
 
+def test_entries_unpack_from_any_buffer() -> None:
+    """Remote packs hand over ``memoryview`` slices: metadata decodes from those too."""
+    for data in (entry_bytes(), memoryview(entry_bytes()), bytearray(entry_bytes())):
+        entry = _store.unpack(data, KEY)  # type: ignore[arg-type]
+        assert entry.meta == {"name": "mod", "path": "/x/mod.py"} and entry.payload == b"payload" * 10
+
+
 def test_meta_keeps_non_utf8_paths() -> None:
     path = os.fsdecode(b"/tmp/caf\xe9/mod.py")
     data = _store.pack(_store.KIND_CODE, KEY, b"", {"path": path})
