@@ -194,8 +194,7 @@ class Store:
         try:
             sealed = is_sealed(st)
             entry = unpack(_read_all(fd, st.st_size), key, sealed=sealed, **expected)  # type: ignore[arg-type]
-            recent = sealed and st.st_mtime + REFRESH_SECONDS > time()
-            if self.writable and not recent and (self._uid is None or st.st_uid == self._uid):
+            if self.writable and (not sealed or _stale(st)) and (self._uid is None or st.st_uid == self._uid):
                 seal(fd, st)
         finally:
             os.close(fd)
@@ -293,7 +292,7 @@ def sharded(directory: str, name: str) -> str:
 def refresh_if_stale(file: "int | str", st: os.stat_result) -> None:
     """Mark a file (an open descriptor, or a path whose link is not followed) used now, for
     least-recently-used eviction; at most once a day, so that hits cost no write."""
-    if st.st_mtime + REFRESH_SECONDS < time():
+    if _stale(st):
         try:
             if isinstance(file, int):
                 os.utime(file)
@@ -301,6 +300,11 @@ def refresh_if_stale(file: "int | str", st: os.stat_result) -> None:
                 os.utime(file, follow_symlinks=False)
         except (OSError, NotImplementedError):
             pass
+
+
+def _stale(st: os.stat_result) -> bool:
+    """Whether a file was last marked used more than ``REFRESH_SECONDS`` ago."""
+    return st.st_mtime + REFRESH_SECONDS < time()
 
 
 def _read_all(fd: int, size: int) -> bytes:
@@ -317,8 +321,8 @@ def _read_all(fd: int, size: int) -> bytes:
 
 # Sealing. Checking an object's CRC-32 is most of what a hit costs beyond stock's
 # read and unmarshal, and only needs doing until the object has checked out once.
-# Then its modification time is set to the present second plus a sub-second part
-# chosen by its inode and size: the seal. Any later write sets the modification
+# Then its modification time is set to within half a second of now, with a
+# sub-second part chosen by its inode, device and size: the seal. Any later write sets the modification
 # and change times to the same moment, and a copy or restored backup is another
 # inode with a later change time, so neither keeps the seal; only the owner
 # restoring the exact time by hand would. Where timestamps are coarser than
