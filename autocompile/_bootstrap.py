@@ -1,13 +1,17 @@
-"""Start-up: the runtime comes from its bundle in the cache, then the hook is installed.
+"""Start-up: the package and its runtime come from their bundle in the cache, then the hook is installed.
 
-This file and the package's ``__init__`` are all that the standard machinery
-imports (and, with no ``.pyc``, compiles) at every start: keep them small. The
-other start-up modules run from a *bundle* of their code objects, trusted by
-its own file alone (a regular file of this user, not writable by others, whose
-pin ties it to the sources). Each installed copy has a bundle pinned to its
-files' ``stat``, so a start reads no source; a copy without one (a fresh venv)
-uses the bundle of identical sources that another copy made, found by their
-hash, and compiles nothing. Never raises.
+The ``.pth`` line runs this file's *text* as ``autocompile._bootstrap`` (the
+package found as the standard import would find it), and the bundle holds the
+package's ``__init__`` and the other start-up modules, so that a start compiles
+nothing: the standard import of a module without ``.pyc`` calls ``compile()``,
+and a process's first ``compile()`` sets up the ``ast`` types (9.4 million
+instructions on CPython 3.11), which ``exec`` of text does not. A bundle is
+trusted by its own file alone (a regular file of this user, not writable by
+others, whose pin ties it to the sources). Each installed copy has a bundle
+pinned to its files' ``stat``, so a start reads no source; a copy without one
+(a fresh venv) uses the bundle of identical sources that another copy made,
+found by their hash, and compiles nothing; without either, the standard import
+runs. Never raises.
 """
 
 import marshal
@@ -18,10 +22,12 @@ import _imp
 from _frozen_importlib import module_from_spec
 from _frozen_importlib_external import _RAW_MAGIC_NUMBER, spec_from_file_location
 
-#: autocompile's own start-up modules, each after those it imports.
-RUNTIME_MODULES = (
-    "_location", "_log", "_profiles", "_config", "_keys", "_store", "_stats", "_loader", "_finder", "_install"
+#: The modules a bundle holds, each after those it imports: the package first.
+BUNDLED = (
+    "__init__", "_location", "_log", "_profiles", "_config", "_keys", "_store", "_stats", "_loader", "_finder", "_install"
 )
+#: The files a bundle is pinned to: those it holds, and this one, which runs them.
+PINNED = ("_bootstrap", *BUNDLED)
 PACKAGE_DIR = os.path.dirname(__file__)
 _APP_NAME = "autocompile"
 _FALSE = ("", "0", "false", "no", "off")
@@ -34,9 +40,12 @@ def boot() -> None:
             return
         root = os.environ.get("AUTOCOMPILE_CACHE_DIR") or user_cache_dir()
         loaded = load_runtime(root)
-        from ._install import start
+        from . import _install  # the standard import, for what no bundle served
 
-        start(root, loaded)
+        package = sys.modules[__package__]
+        if not hasattr(package, "_bootstrap"):  # run as text by the .pth line, before its package existed
+            package._bootstrap = sys.modules[__name__]  # type: ignore[attr-defined]
+        _install.start(root, loaded)
     except Exception as exc:  # a hook must never break interpreter start-up
         if os.environ.get("AUTOCOMPILE_LOG"):
             sys.stderr.write(f"autocompile: disabled: {type(exc).__name__}: {exc}\n")
@@ -64,39 +73,42 @@ def source_path(name: str) -> str:
     return os.path.join(PACKAGE_DIR, name + ".py")
 
 
-def runtime_sources() -> list[bytes]:
-    """The runtime modules' source bytes, in order."""
-    sources = []
-    for name in RUNTIME_MODULES:
+def pinned_sources() -> dict[str, bytes]:
+    """The pinned files' source bytes, by module name."""
+    sources = {}
+    for name in PINNED:
         with open(source_path(name), "rb") as file:
-            sources.append(file.read())
+            sources[name] = file.read()
     return sources
 
 
 def fingerprint() -> str:
-    """The runtime modules' sources as they are now: any change invalidates this copy's bundle."""
+    """The pinned files as they are now: any change invalidates this copy's bundle."""
     parts = []
-    for name in RUNTIME_MODULES:
+    for name in PINNED:
         st = os.stat(source_path(name))
         parts.append(f"{name}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}:{st.st_dev}")
     return "|".join(parts)
 
 
-def shared_bundle(root: str, sources: list[bytes]) -> tuple[str, str]:
+def shared_bundle(root: str, sources: dict[str, bytes]) -> tuple[str, str]:
     """The path and pin of the bundle that any copy of these exact sources can use, for this interpreter."""
-    hashed = b"\0".join([sys.version.encode(), *sources])
+    hashed = b"\0".join([sys.version.encode(), *sources.values()])
     digest = _imp.source_hash(_RAW_MAGIC_NUMBER, hashed).hex()
     return os.path.join(root, "runtime", f"shared-{digest}"), f"{digest}:{len(hashed)}"
 
 
 def load_runtime(root: str) -> str:
-    """Execute the runtime modules from a valid bundle; say which one: ``"own"``, ``"shared"`` or ``""``."""
-    if "autocompile._finder" in sys.modules:
+    """Execute the bundled modules from a valid bundle; say which one: ``"own"``, ``"shared"`` or ``""``."""
+    if f"{__package__}._install" in sys.modules:
         return ""
-    codes = read_bundle(bundle_path(root), fingerprint())
-    if codes is not None:
-        return "own" if execute(codes) else ""
-    codes = read_bundle(*shared_bundle(root, runtime_sources()))
+    try:
+        codes = read_bundle(bundle_path(root), fingerprint())
+        if codes is not None:
+            return "own" if execute(codes) else ""
+        codes = read_bundle(*shared_bundle(root, pinned_sources()))
+    except OSError:  # a pinned file is missing: the standard import says what is wrong
+        return ""
     return "shared" if codes is not None and execute(codes) else ""
 
 
@@ -118,23 +130,23 @@ def read_bundle(path: str, pin: str) -> "tuple | None":
         pinned, codes = marshal.loads(data)
     except (EOFError, ValueError, TypeError):
         return None
-    return codes if pinned == pin and len(codes) == len(RUNTIME_MODULES) else None
+    return codes if pinned == pin and len(codes) == len(BUNDLED) else None
 
 
 def execute(codes: tuple) -> bool:
-    """Run the runtime modules' code as their modules; on any error, leave none of them behind."""
-    package = sys.modules[__package__]
+    """Run the bundled code as its modules, where not imported yet; on any error, leave none of them behind."""
     loaded = []
     try:
-        for name, code in zip(RUNTIME_MODULES, codes):
-            fullname = f"{__package__}.{name}"
+        for name, code in zip(BUNDLED, codes):
+            fullname = __package__ if name == "__init__" else f"{__package__}.{name}"
             if fullname in sys.modules:
                 continue
             module = module_from_spec(spec_from_file_location(fullname, source_path(name)))
             sys.modules[fullname] = module
             loaded.append(fullname)
             exec(code, module.__dict__)
-            setattr(package, name, module)
+            if module is not sys.modules[__package__]:
+                setattr(sys.modules[__package__], name, module)
     except Exception:
         for fullname in loaded:
             sys.modules.pop(fullname, None)

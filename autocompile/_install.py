@@ -96,14 +96,15 @@ def save_runtime(root: str) -> None:
     if _location.describe_untrusted(root) is not None:
         return
     pin = _bootstrap.fingerprint()  # before reading: a source changed meanwhile makes the bundle stale, not wrong
-    sources = _bootstrap.runtime_sources()
+    sources = _bootstrap.pinned_sources()
     shared_path, shared_pin = _bootstrap.shared_bundle(root, sources)
     codes = _bootstrap.read_bundle(shared_path, shared_pin)
     try:
         if codes is None:
             codes = tuple(
-                compile(source, _bootstrap.source_path(name), "exec", dont_inherit=True, optimize=2)  # no docstrings
-                for name, source in zip(_bootstrap.RUNTIME_MODULES, sources)
+                # the package keeps its docstrings (public API); the rest runs without
+                compile(sources[name], _bootstrap.source_path(name), "exec", dont_inherit=True, optimize=0 if name == "__init__" else 2)
+                for name in _bootstrap.BUNDLED
             )
             _store.write_atomic(shared_path, marshal.dumps((shared_pin, codes)))
         _store.write_atomic(_bootstrap.bundle_path(root), marshal.dumps((pin, codes)))

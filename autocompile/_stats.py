@@ -3,13 +3,16 @@
 Counting costs a dictionary update per import. At exit the counts are added
 to one of a few bucket files under ``stats/`` while holding an advisory lock
 on it, so concurrent processes never lose each other's counts and no file is
-written per import.
+written per import. A process appends its lines; readers add lines up, and
+only a bucket past ``MERGE_BYTES`` is parsed and written back merged, so an
+exit does not parse every package's counts.
 """
 
 import os
 import sys
 
 BUCKETS = 8
+MERGE_BYTES = 16384
 #: Outcomes of one import decision, as shown by ``stats`` and ``AUTOCOMPILE_LOG=debug``.
 HIT, REUSED, COMPILED, FALLBACK = "hit", "reused", "compiled", "fallback"
 #: Served from a valid stock ``__pycache__`` file, as stock would.
@@ -56,15 +59,19 @@ def bucket_paths(root: str) -> list[str]:
     return [os.path.join(root, "stats", str(n)) for n in range(BUCKETS)]
 
 
-def update_bucket(path: str, change: "Counts | None") -> Counts:
-    """Add ``change`` to the counts in ``path`` under a lock (``None`` empties it); return the old counts."""
+def update_bucket(path: str, change: "Counts | None") -> None:
+    """Add ``change`` to the counts in ``path`` under a lock (``None`` empties it)."""
     from ._store import update_locked
 
     def updated(old: bytes) -> bytes:
-        counts = {} if change is None else merge(parse(old.decode("utf-8", "replace")), change)
-        return format_counts(counts).encode()
+        if change is None:
+            return b""
+        added = format_counts(change).encode()
+        if len(old) + len(added) <= MERGE_BYTES:
+            return old + added
+        return format_counts(merge(parse(old.decode("utf-8", "replace")), change)).encode()
 
-    return parse(update_locked(path, updated).decode("utf-8", "replace"))
+    update_locked(path, updated)
 
 
 def flush(root: str) -> None:

@@ -467,11 +467,12 @@ class Harness:
         return child_env(dont_write=dont_write, cache_dir=cache_dir)
 
     def check_ac_clean(self, venv, when):
-        """No .pyc may appear in site-packages, except autocompile's own start-up modules.
+        """No .pyc may appear in site-packages, except autocompile's own.
 
-        Those two (``__init__``, ``_bootstrap``) are imported by the
-        standard machinery before the hook exists, exactly as pip would have compiled
-        them at install time; the rest of autocompile runs from its bundle in the cache.
+        On a start without its bundle (the first, with an empty cache) the
+        package is imported by the standard machinery before the hook exists,
+        exactly as pip would have compiled it at install time; later starts run
+        it from its bundle in the cache.
         """
         sp = self.sp(venv)
         own = os.path.join(sp, "autocompile", "__pycache__")

@@ -64,22 +64,66 @@ def test_pth_line_is_harmless_twice(cache_dir: Path) -> None:
 
 
 def test_pth_line_survives_a_broken_package(tmp_path: Path, cache_dir: Path) -> None:
-    broken = tmp_path / "broken"
-    (broken / "autocompile").mkdir(parents=True)
-    (broken / "autocompile" / "__init__.py").write_text("raise RuntimeError('half-removed install')\n")
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO, child_env
+
+    half = tmp_path / "half" / "autocompile"  # the start-up module is there, the package fails
+    half.mkdir(parents=True)
+    (half / "__init__.py").write_text("raise RuntimeError('half-removed install')\n")
+    shutil.copy(REPO / "autocompile" / "_bootstrap.py", half)
+    bare = tmp_path / "bare" / "autocompile"  # not even the start-up module
+    bare.mkdir(parents=True)
+    (bare / "__init__.py").write_text("")
+    cases = (
+        (half, "", ""),
+        (half, "warning", "autocompile: disabled: RuntimeError: half-removed install\n"),
+        (bare, "warning", f"autocompile: disabled: [Errno 2] No such file or directory: {str(bare / '_bootstrap.py')!r}\n"),
+    )
+    for package, log, expected in cases:
+        env = child_env(cache_dir, AUTOCOMPILE_LOG=log) if log else child_env(cache_dir)
+        env["PYTHONPATH"] = str(package.parent)
+        result = subprocess.run(
+            # -S: only this exec of the line runs, not the installed copy's .pth
+            [sys.executable, "-S", "-c", f"exec({PTH_LINE!r}); print('alive')"], env=env, capture_output=True, text=True, cwd=tmp_path
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "alive\n", expected)
+
+
+AUDITED_START = """
+import sys
+compiled = []
+sys.addaudithook(lambda event, args: compiled.append(args[1]) if event == "compile" else None)
+import site
+site.main()  # the .pth line runs here, with the audit hook in place
+import autocompile
+package = autocompile.__path__[0]
+print(sorted({name[len(package) + 1:] for name in compiled if name.startswith(package)}) or "nothing")
+print(sum(type(f).__name__ == "AutocompileFinder" for f in sys.meta_path), autocompile._bootstrap is sys.modules["autocompile._bootstrap"])
+print(autocompile.__spec__.submodule_search_locations == [package], autocompile._bootstrap.__file__.startswith(package))
+print(autocompile.__doc__ is not None, autocompile.install.__doc__ is not None, sys.modules["autocompile._finder"].__doc__ is None)
+"""
+
+
+def test_a_start_compiles_none_of_autocompile(cache_dir: Path) -> None:
+    """The .pth line runs the start-up module as text and the package comes from the bundle: no compile() at all."""
     import subprocess
     import sys
 
     from conftest import child_env
 
-    for log, expected in (("", ""), ("warning", "autocompile: disabled: half-removed install\n")):
-        env = child_env(cache_dir, AUTOCOMPILE_LOG=log) if log else child_env(cache_dir)
-        env["PYTHONPATH"] = str(broken)
-        result = subprocess.run(
-            # -S: only this exec of the line runs, not the installed copy's .pth (run twice by site in a venv)
-            [sys.executable, "-S", "-c", f"exec({PTH_LINE!r}); print('alive')"], env=env, capture_output=True, text=True, cwd=tmp_path
-        )
-        assert (result.returncode, result.stdout, result.stderr) == (0, "alive\n", expected)
+    def start() -> list[str]:
+        env = child_env(cache_dir, PYTHONDONTWRITEBYTECODE="1")
+        result = subprocess.run([sys.executable, "-S", "-c", AUDITED_START], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    first = start()
+    assert "'__init__.py'" in first[0] and "'_bootstrap.py'" not in first[0]  # the standard import, the first time
+    assert first[1:] == ["1 True", "True True", "True True False"]
+    assert start() == ["nothing", "1 True", "True True", "True True True"]  # the package keeps its docstrings
 
 
 BOOT = """

@@ -36,3 +36,15 @@ def test_zeroing_empties_every_bucket(tmp_path: Path, cache_dir: Path) -> None:
         if Path(path).exists():
             _stats.update_bucket(path, None)
     assert _stats.totals(str(cache_dir)) == {}
+
+
+def test_a_bucket_takes_appended_lines_until_it_is_merged(tmp_path: Path) -> None:
+    bucket = tmp_path / "bucket"
+    change = {("cpython-311", "hit", "pkg"): 1}
+    line = len(_stats.format_counts(change))
+    appends = _stats.MERGE_BYTES // line
+    for _ in range(appends):
+        _stats.update_bucket(str(bucket), change)
+    assert bucket.stat().st_size == appends * line  # each exit appended its line, nothing was parsed
+    _stats.update_bucket(str(bucket), change)
+    assert bucket.read_text() == _stats.format_counts({("cpython-311", "hit", "pkg"): appends + 1})
