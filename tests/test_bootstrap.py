@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import run_python
 
 
@@ -61,6 +63,19 @@ def test_pth_line_is_harmless_twice(cache_dir: Path) -> None:
         "import sys; print(sum(type(f).__name__ == 'AutocompileFinder' for f in sys.meta_path))"
     )
     assert run_python(code, cache_dir).stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("first", ["import autocompile", "import autocompile._bootstrap"])
+def test_pth_line_boots_after_an_earlier_import_of_the_package(first: str, cache_dir: Path) -> None:
+    """Another .pth or sitecustomize may import the package first: the line still installs the hook."""
+    import subprocess
+    import sys
+
+    from conftest import child_env
+
+    code = f"{first}; exec({PTH_LINE!r}); import sys; print(sum(type(f).__name__ == 'AutocompileFinder' for f in sys.meta_path))"
+    result = subprocess.run([sys.executable, "-S", "-c", code], env=child_env(cache_dir), capture_output=True, text=True)
+    assert (result.stdout, result.stderr) == ("1\n", "")
 
 
 def test_pth_line_survives_a_broken_package(tmp_path: Path, cache_dir: Path) -> None:
