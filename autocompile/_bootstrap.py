@@ -145,7 +145,7 @@ def execute(codes: tuple) -> bool:
             sys.modules[fullname] = module
             loaded.append(fullname)
             exec(code, module.__dict__)
-            if module is not sys.modules[__package__]:
+            if name != "__init__":
                 setattr(sys.modules[__package__], name, module)
     except Exception:
         for fullname in loaded:
