@@ -96,7 +96,7 @@ class CodeCache:
             valid = not must_check or data[8:16] == _keys.source_hash(loader.get_data(path))
         else:
             valid = False
-        return _unmarshal(data[16:]) if valid else None
+        return _unmarshal(memoryview(data)[16:]) if valid else None  # as stock: no copy of the code
 
     def store_code(self, key: str, code: CodeType, meta: dict[str, str]) -> str:
         """Publish compiled code under its content key; return the object's path."""
