@@ -29,6 +29,8 @@ BUNDLED = (
 #: The files a bundle is pinned to: those it holds, and this one, which runs them.
 PINNED = ("_bootstrap", *BUNDLED)
 PACKAGE_DIR = os.path.dirname(__file__)
+#: The name of a bundle any copy of the same sources can use starts with this.
+SHARED_PREFIX = "shared-"
 _APP_NAME = "autocompile"
 _FALSE = ("", "0", "false", "no", "off")
 
@@ -95,7 +97,7 @@ def shared_bundle(root: str, sources: dict[str, bytes]) -> tuple[str, str]:
     """The path and pin of the bundle that any copy of these exact sources can use, for this interpreter."""
     hashed = b"\0".join([sys.version.encode(), *sources.values()])
     digest = _imp.source_hash(_RAW_MAGIC_NUMBER, hashed).hex()
-    return os.path.join(root, "runtime", f"shared-{digest}"), f"{digest}:{len(hashed)}"
+    return os.path.join(root, "runtime", SHARED_PREFIX + digest), f"{digest}:{len(hashed)}"
 
 
 def load_runtime(root: str) -> str:

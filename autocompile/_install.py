@@ -7,6 +7,9 @@ import sys
 from . import _bootstrap, _config, _finder, _loader, _location, _log, _profiles, _stats, _store
 
 _active: "_finder.AutocompileFinder | None" = None
+#: Next to each copy's runtime bundle, which copy it belongs to, in text any Python reads:
+#: ``prune --orphans`` removes the bundles of copies that are gone (marshal data is per version).
+ORIGIN_SUFFIX = ".origin"
 
 
 def install(settings: "_config.Settings | None" = None) -> bool:
@@ -92,7 +95,8 @@ def start(root: str, loaded: str) -> None:
 
 
 def save_runtime(root: str) -> None:
-    """Write this copy's bundle, and the shared one when these sources have none (in a trusted cache only)."""
+    """Write this copy's bundle and its origin, and the shared bundle when these sources have none
+    (in a trusted cache only)."""
     if _location.describe_untrusted(root) is not None:
         return
     pin = _bootstrap.fingerprint()  # before reading: a source changed meanwhile makes the bundle stale, not wrong
@@ -107,6 +111,9 @@ def save_runtime(root: str) -> None:
                 for name in _bootstrap.BUNDLED
             )
             _store.write_atomic(shared_path, marshal.dumps((shared_pin, codes)))
-        _store.write_atomic(_bootstrap.bundle_path(root), marshal.dumps((pin, codes)))
+        own_path = _bootstrap.bundle_path(root)
+        _store.write_atomic(own_path, marshal.dumps((pin, codes)))
+        origin = f"{_bootstrap.PACKAGE_DIR}\0{os.path.basename(shared_path)}"
+        _store.write_atomic(own_path + ORIGIN_SUFFIX, origin.encode("utf-8", "surrogateescape"))
     except OSError:
         pass

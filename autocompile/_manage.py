@@ -10,12 +10,14 @@ import marshal
 import os
 from fnmatch import fnmatchcase
 
-from . import _evict, _ext, _keys, _stats, _store
+from . import _bootstrap, _evict, _ext, _install, _keys, _stats, _store
 
 
 #: What an entry is, by the area it lives in (``kind`` in ``list`` and ``--json`` output).
 KIND_CODE, KIND_EXTENSION, KIND_FAILED = "code", "extension", "failed build"
 _KINDS = {"objects": KIND_CODE, "index": KIND_CODE, "ext": KIND_EXTENSION, "extindex": KIND_EXTENSION, "failed": KIND_FAILED}
+#: The name shown for a runtime bundle (autocompile's own start-up code, see ``_bootstrap``).
+RUNTIME_NAME = "(autocompile runtime)"
 
 
 class Record:
@@ -145,6 +147,69 @@ def orphans(store: _store.Store, entries: list[Record]) -> list[Record]:
         if gone:
             result.append(record)
     return result
+
+
+def runtime_orphans(root: str) -> list[Record]:
+    """The runtime bundles under ``runtime/`` that no installed copy will read again.
+
+    A copy's bundle goes when the package directory its origin names no longer
+    holds autocompile, or when it has no origin (an older autocompile wrote it;
+    a copy still there writes both again at its next start), together with its
+    origin; a shared bundle goes when no remaining copy's bundle came from it.
+    Removing a bundle a copy still reads costs that copy one slower start, never
+    an error.
+    """
+    try:
+        files = {
+            entry.name: entry
+            for entry in os.scandir(os.path.join(root, "runtime"))
+            if entry.is_file(follow_symlinks=False) and not _store.is_temporary(entry.name)
+        }
+    except OSError:
+        return []
+    gone: list[list[os.DirEntry[str]]] = []
+    shared, in_use = [], set()
+    for name, entry in files.items():
+        if name.endswith(_install.ORIGIN_SUFFIX):
+            if name[: -len(_install.ORIGIN_SUFFIX)] not in files:
+                gone.append([entry])
+        elif name.startswith(_bootstrap.SHARED_PREFIX):
+            shared.append(entry)
+        else:
+            origin = read_origin(entry.path)
+            if origin is not None and os.path.isfile(os.path.join(origin[0], "_bootstrap.py")):
+                in_use.add(origin[1])
+            else:
+                origin_file = files.get(name + _install.ORIGIN_SUFFIX)
+                gone.append([entry] if origin_file is None else [entry, origin_file])
+    gone += [[entry] for entry in shared if entry.name not in in_use]
+    records = []
+    for entries in gone:
+        try:
+            records.append(_runtime_record(entries))
+        except OSError:  # removed meanwhile
+            pass
+    return records
+
+
+def read_origin(bundle: str) -> tuple[str, str] | None:
+    """The package directory of the copy a bundle belongs to and the name of the shared bundle
+    it came from, as ``_install.save_runtime`` recorded them; ``None`` without a record."""
+    try:
+        with open(bundle + _install.ORIGIN_SUFFIX, "rb") as file:
+            package_dir, _, shared = file.read().decode("utf-8", "surrogateescape").partition("\0")
+    except OSError:
+        return None
+    return (package_dir, shared) if shared else None
+
+
+def _runtime_record(entries: list[os.DirEntry[str]]) -> Record:
+    """A bundle and its origin file as one record: removed together, sizes added."""
+    item = _evict.Item(entries[0].path, entries[0].stat(follow_symlinks=False))
+    for entry in entries[1:]:
+        item.paths.append(entry.path)
+        item.size += _evict.disk_size(entry.stat(follow_symlinks=False))
+    return Record(item, "", {"name": RUNTIME_NAME})
 
 
 def check(store: _store.Store, record: Record, recompile: bool) -> str | None:

@@ -470,6 +470,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     now = time.time()
     reasons = _prune_plan(args, int(settings["max_size"]), store, entries, now)
     victims = [r for r in entries if r.item.ino in reasons]
+    if args.orphans:
+        runtime = _manage.runtime_orphans(root)
+        reasons.update((r.item.ino, "orphaned") for r in runtime)
+        victims += runtime
     stale = _evict.stale_temporaries(root, now)
     size = _evict.total_size([r.item for r in victims] + stale)
     if not args.dry_run:
@@ -771,7 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--max-size", type=_size, metavar="SIZE", help="least recently used entries go until the cache fits (500M, 2G, 1.5GiB)")
     prune.add_argument("--older-than", type=_age, metavar="AGE", help="entries unused for AGE go (30d, 12h, 90m, 45s)")
-    prune.add_argument("--orphans", action="store_true", help="index entries without object, objects whose source is gone")
+    prune.add_argument("--orphans", action="store_true", help="index entries without object, objects whose source is gone, runtime bundles of removed installs")
     prune.add_argument("--dry-run", action="store_true", help="list what would go, remove nothing")
     verify = command("verify", cmd_verify, "check every entry's header and checksum, and recompile a sample to compare")
     verify.add_argument("--fix", action="store_true", help="remove corrupt or mismatched entries")

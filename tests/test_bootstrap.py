@@ -165,9 +165,14 @@ def boot_child(cache_dir: Path, package_parent: Path | None = None) -> str:
     return result.stdout.strip()
 
 
+def bundle_files(cache_dir: Path) -> list[Path]:
+    """The bundles in ``runtime/``, without the origin files next to the copies' bundles."""
+    return [path for path in (cache_dir / "runtime").iterdir() if path.suffix != ".origin"]
+
+
 def bundles(cache_dir: Path) -> tuple[Path, Path]:
-    """This copy's bundle and the shared one, the only files in ``runtime/``."""
-    shared, own = sorted((cache_dir / "runtime").iterdir(), key=lambda path: path.name.startswith("shared-"), reverse=True)
+    """This copy's bundle and the shared one, the only bundles in ``runtime/``."""
+    shared, own = sorted(bundle_files(cache_dir), key=lambda path: path.name.startswith("shared-"), reverse=True)
     assert shared.name.startswith("shared-") and not own.name.startswith("shared-")
     return own, shared
 
@@ -187,19 +192,19 @@ def test_a_fresh_copy_of_the_same_sources_compiles_nothing(tmp_path: Path, cache
     a copy whose sources differ compiles them."""
     import shutil
 
-    import autocompile
+    from conftest import REPO
 
     cache_dir.mkdir(mode=0o700)
     boot_child(cache_dir)
     copy = tmp_path / "copy"
-    shutil.copytree(Path(autocompile.__file__).parent, copy / "autocompile", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "autocompile", copy / "autocompile", ignore=shutil.ignore_patterns("__pycache__"))
     assert boot_child(cache_dir, copy) == "AutocompileFinder bundle"
-    assert len(list((cache_dir / "runtime").iterdir())) == 3  # the first copy's, the copy's, the shared one
+    assert len(bundle_files(cache_dir)) == 3  # the first copy's, the copy's, the shared one
     assert boot_child(cache_dir, copy) == "AutocompileFinder bundle"
     with open(copy / "autocompile" / "_log.py", "a") as file:
         file.write("# edited\n")
     assert boot_child(cache_dir, copy) == "AutocompileFinder stock"
-    assert len(list((cache_dir / "runtime").iterdir())) == 4  # and the edited sources' shared bundle
+    assert len(bundle_files(cache_dir)) == 4  # and the edited sources' shared bundle
     assert boot_child(cache_dir, copy) == "AutocompileFinder bundle"
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import py_compile
+import shutil
 import stat
+import subprocess
 import sys
 import time
 import zipfile
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import child_env, cli_json, run_cli, run_python, settle, write_tree
+from conftest import REPO, child_env, cli_json, run_cli, run_python, settle, write_tree
 
 TAG = sys.implementation.cache_tag
 MODULES = {f"demo/m{n}.py": f"VALUE = {n}\ndef twice():\n    return 2 * VALUE\n" for n in range(4)}
@@ -210,6 +212,48 @@ def test_prune_orphans(cache_dir: Path, tmp_path: Path) -> None:
     assert sorted(e["reason"] for e in result["entries"]) == ["orphaned", "orphaned"]
     assert objects(cache_dir) == [] and not list((cache_dir / "index").glob("*/*"))
     run_python("import kept; assert kept.B == 2", cache_dir, cwd=tree)
+
+
+def start_copy(cache_dir: Path, package_parent: Path | None = None) -> None:
+    """Start an interpreter whose ``.pth`` line finds autocompile in ``package_parent`` (default: the repository)."""
+    extra = {} if package_parent is None else {"PYTHONPATH": str(package_parent)}
+    result = subprocess.run([sys.executable, "-c", "pass"], env=child_env(cache_dir, **extra), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_prune_orphans_removes_the_runtime_bundles_of_removed_copies(cache_dir: Path, tmp_path: Path) -> None:
+    """Every installed copy leaves a runtime bundle; when the copy goes (a deleted venv), its bundle
+    goes with ``--orphans``, and a shared bundle goes once no remaining copy came from it."""
+    runtime = cache_dir / "runtime"
+    copies = {}
+    for name, edit in (("copy", False), ("edited", True)):
+        copies[name] = tmp_path / name
+        shutil.copytree(REPO / "autocompile", copies[name] / "autocompile", ignore=shutil.ignore_patterns("__pycache__"))
+        if edit:  # other sources: another shared bundle
+            with open(copies[name] / "autocompile" / "_log.py", "a") as file:
+                file.write("# edited\n")
+    for parent in (None, *copies.values()):
+        start_copy(cache_dir, parent)
+    assert len(list(runtime.iterdir())) == 8  # three copies' bundles and their origins, two shared bundles
+
+    def pruned() -> list[str]:
+        result = cli_json("prune", "--orphans", cache_dir=cache_dir)
+        assert {e["module"] for e in result["entries"]} <= {"(autocompile runtime)"}
+        return sorted(Path(e["path"]).name for e in result["entries"])
+
+    assert pruned() == []
+    shutil.rmtree(copies["copy"])
+    gone = pruned()
+    assert len(gone) == 1 and not gone[0].startswith("shared-")  # its shared bundle serves the repository's copy
+    assert len(list(runtime.iterdir())) == 6, "the bundle's origin goes with it"
+    shutil.rmtree(copies["edited"])
+    gone = pruned()
+    assert len(gone) == 2 and sum(name.startswith("shared-") for name in gone) == 1
+    (own,) = [path for path in runtime.iterdir() if path.suffix == ".origin"]
+    own.unlink()  # a bundle an older autocompile wrote: nothing says whose it is
+    assert len(pruned()) == 2 and list(runtime.iterdir()) == []
+    start_copy(cache_dir)  # a copy whose bundle went starts as usual and writes it again
+    assert len(list(runtime.iterdir())) == 3
 
 
 # verify ----------------------------------------------------------------------
