@@ -105,5 +105,6 @@ def report(args: argparse.Namespace, work: str) -> None:
         quartile = statistics.quantiles(values, n=4)[0]
         print(f"{name:16s} min {min(values):6.2f}  p25 {quartile:6.2f}  median {statistics.median(values):6.2f} ms")
 
+
 if __name__ == "__main__":
     main()

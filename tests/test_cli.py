@@ -7,7 +7,6 @@ import os
 import py_compile
 import shutil
 import stat
-import subprocess
 import sys
 import time
 import zipfile
@@ -214,13 +213,6 @@ def test_prune_orphans(cache_dir: Path, tmp_path: Path) -> None:
     run_python("import kept; assert kept.B == 2", cache_dir, cwd=tree)
 
 
-def start_copy(cache_dir: Path, package_parent: Path | None = None) -> None:
-    """Start an interpreter whose ``.pth`` line finds autocompile in ``package_parent`` (default: the repository)."""
-    extra = {} if package_parent is None else {"PYTHONPATH": str(package_parent)}
-    result = subprocess.run([sys.executable, "-c", "pass"], env=child_env(cache_dir, **extra), capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
 def test_prune_orphans_removes_the_runtime_bundles_of_removed_copies(cache_dir: Path, tmp_path: Path) -> None:
     """Every installed copy leaves a runtime bundle; when the copy goes (a deleted venv), its bundle
     goes with ``--orphans``, and a shared bundle goes once no remaining copy came from it."""
@@ -232,8 +224,8 @@ def test_prune_orphans_removes_the_runtime_bundles_of_removed_copies(cache_dir: 
         if edit:  # other sources: another shared bundle
             with open(copies[name] / "autocompile" / "_log.py", "a") as file:
                 file.write("# edited\n")
-    for parent in (None, *copies.values()):
-        start_copy(cache_dir, parent)
+    for parent in (REPO, *copies.values()):  # the .pth line boots the copy found first on PYTHONPATH
+        run_python("pass", cache_dir, PYTHONPATH=str(parent))
     assert len(list(runtime.iterdir())) == 8  # three copies' bundles and their origins, two shared bundles
 
     def pruned() -> list[str]:
@@ -252,7 +244,7 @@ def test_prune_orphans_removes_the_runtime_bundles_of_removed_copies(cache_dir: 
     (own,) = [path for path in runtime.iterdir() if path.suffix == ".origin"]
     own.unlink()  # a bundle an older autocompile wrote: nothing says whose it is
     assert len(pruned()) == 2 and list(runtime.iterdir()) == []
-    start_copy(cache_dir)  # a copy whose bundle went starts as usual and writes it again
+    run_python("pass", cache_dir)  # a copy whose bundle went starts as usual and writes it again
     assert len(list(runtime.iterdir())) == 3
 
 
