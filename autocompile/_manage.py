@@ -159,14 +159,7 @@ def runtime_orphans(root: str) -> list[Record]:
     Removing a bundle a copy still reads costs that copy one slower start, never
     an error.
     """
-    try:
-        files = {
-            entry.name: entry
-            for entry in os.scandir(os.path.join(root, "runtime"))
-            if entry.is_file(follow_symlinks=False) and not _store.is_temporary(entry.name)
-        }
-    except OSError:
-        return []
+    files = runtime_files(root)
     gone: list[list[os.DirEntry[str]]] = []
     shared, in_use = [], set()
     for name, entry in files.items():
@@ -190,6 +183,18 @@ def runtime_orphans(root: str) -> list[Record]:
         except OSError:  # removed meanwhile
             pass
     return records
+
+
+def runtime_files(root: str) -> dict[str, os.DirEntry[str]]:
+    """The files under ``runtime/`` (bundles and their origins), by name; none when unreadable."""
+    try:
+        return {
+            entry.name: entry
+            for entry in os.scandir(os.path.join(root, "runtime"))
+            if entry.is_file(follow_symlinks=False) and not _store.is_temporary(entry.name)
+        }
+    except OSError:
+        return {}
 
 
 def read_origin(bundle: str) -> tuple[str, str] | None:

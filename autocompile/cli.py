@@ -258,6 +258,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     items = _evict.scan(root)
     size = _evict.total_size(items)
     extensions = _manage.extension_items(items)
+    runtime = _runtime_usage(root)
     counts = _stats.totals(root)
     overall = _summary(counts, lambda key: True)
     by_tag = {tag: _summary(counts, lambda key, tag=tag: key[0] == tag) for tag in sorted({key[0] for key in counts})}
@@ -272,6 +273,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         "max_size_bytes": settings["max_size"],
         "extensions": len(extensions),
         "extensions_size_bytes": _evict.total_size(extensions),
+        "runtime": runtime,
         **overall,
         "by_python": by_tag,
         "by_package": by_package,
@@ -290,6 +292,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if extensions or overall["extension_loads"] or overall["extension_fallbacks"]:
         rows.append(("extensions", f"{len(extensions)} ({_human_size(_evict.total_size(extensions))}); "
                      f"{overall['extension_loads']} loaded, {overall['extension_fallbacks']} fell back to bytecode"))
+    if runtime["bundles"]:
+        orphans = f"; {runtime['orphans']} orphaned, see prune --orphans" if runtime["orphans"] else ""
+        rows.append(("runtime", f"{runtime['bundles']} bundles, {_human_size(runtime['size_bytes'])} "
+                     f"(autocompile's start-up code, not in the cap{orphans})"))
     remote = overall["remote"]
     if any(remote.values()):
         rows.append(("remote tier", f"{remote['hit']} hits, {remote['miss']} misses, {remote['error']} errors, "
@@ -299,6 +305,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
         lines += _breakdown(title, groups, args.top)
     _emit(args, document, lines)
     return EXIT_OK
+
+
+def _runtime_usage(root: str) -> dict[str, int]:
+    """autocompile's own start-up bundles under ``runtime/``: a few per installed copy, outside the store's cap."""
+    files = _manage.runtime_files(root)
+    size = 0
+    for entry in files.values():
+        try:
+            size += _evict.disk_size(entry.stat(follow_symlinks=False))
+        except OSError:  # removed meanwhile
+            pass
+    bundles = sum(not name.endswith(_install.ORIGIN_SUFFIX) for name in files)
+    return {"bundles": bundles, "size_bytes": size, "orphans": len(_manage.runtime_orphans(root)) if bundles else 0}
 
 
 def _breakdown(title: str, groups: dict[str, dict[str, Any]], top: int) -> list[str]:

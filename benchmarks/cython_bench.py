@@ -194,6 +194,12 @@ def main() -> int:
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep-rounds", type=int, default=5, help="cythonize --hot --rounds: timed runs per variant when choosing what to keep")
     options = parser.parse_args()
+    try:
+        _cython.cython_version()
+        _cython.check_compiler()
+    except _cython.ToolchainError as exc:  # before any download: run it with the interpreter that has the extra
+        print(f"cython_bench: {exc}", file=sys.stderr)
+        return 1
     work = options.work or tempfile.mkdtemp(prefix="cython-bench-")
     cache = os.path.join(work, "cache")
     os.makedirs(cache, mode=0o700, exist_ok=True)

@@ -234,7 +234,11 @@ def test_prune_orphans_removes_the_runtime_bundles_of_removed_copies(cache_dir: 
         return sorted(Path(e["path"]).name for e in result["entries"])
 
     assert pruned() == []
+    assert cli_json("stats", cache_dir=cache_dir)["runtime"]["bundles"] == 5
     shutil.rmtree(copies["copy"])
+    runtime_stats = cli_json("stats", cache_dir=cache_dir)["runtime"]
+    assert (runtime_stats["bundles"], runtime_stats["orphans"]) == (5, 1) and runtime_stats["size_bytes"] > 0
+    assert "1 orphaned, see prune --orphans" in run_cli("stats", cache_dir=cache_dir).stdout
     gone = pruned()
     assert len(gone) == 1 and not gone[0].startswith("shared-")  # its shared bundle serves the repository's copy
     assert len(list(runtime.iterdir())) == 6, "the bundle's origin goes with it"

@@ -80,9 +80,12 @@ def peers_venv(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> tuple[P
         )
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"cannot install the peer packages from PyPI here: {exc}")
+    # The "data" filter where the interpreter has it (3.12+, and back-ported to 3.10.12 and 3.11.4): it
+    # refuses links and paths out of the target, and 3.14 makes it the default.
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     for archive in (root / "sdists").glob("*.tar.gz"):
         with tarfile.open(archive) as tar:
-            tar.extractall(root / "sdists")
+            tar.extractall(root / "sdists", **safe)
     # No stock .pyc anywhere: every module of the packages under test is compiled or served from the cache.
     for cache in (root / "env").rglob("__pycache__"):
         subprocess.run(["rm", "-rf", str(cache)], check=True)
