@@ -1,11 +1,14 @@
 """Start-up: the package and its runtime come from their bundle in the cache, then the hook is installed.
 
-The ``.pth`` line runs this file's *text* as ``autocompile._bootstrap`` (the
-package found as the standard import would find it), and the bundle holds the
-package's ``__init__`` and the other start-up modules, so that a start compiles
-nothing: the standard import of a module without ``.pyc`` calls ``compile()``,
-and a process's first ``compile()`` sets up the ``ast`` types (9.4 million
-instructions on CPython 3.11), which ``exec`` of text does not. A bundle is
+Where this file has a ``.pyc`` (installers compile by default) the ``.pth``
+line imports it as usual. Without one it runs this file's *text* as
+``autocompile._bootstrap`` (the package found as the standard import would
+find it), and the bundle holds the package's ``__init__`` and the other
+start-up modules, so that a start compiles nothing: the standard import of a
+module without ``.pyc`` calls ``compile()``, and a process's first
+``compile()`` sets up the ``ast`` types (9.4 million instructions on CPython
+3.11), which ``exec`` of text does not; parsing the text still costs about
+8 million, loading the ``.pyc`` a fraction of one. A bundle is
 trusted by its own file alone (a regular file of this user, not writable by
 others, whose pin ties it to the sources). Each installed copy has a bundle
 pinned to its files' ``stat``, so a start reads no source; a copy without one

@@ -119,26 +119,36 @@ print(sorted({name[len(package) + 1:] for name in compiled if name.startswith(pa
 print(sum(type(f).__name__ == "AutocompileFinder" for f in sys.meta_path), autocompile._bootstrap is sys.modules["autocompile._bootstrap"])
 print(autocompile.__spec__.submodule_search_locations == [package], autocompile._bootstrap.__file__.startswith(package))
 print(autocompile.__doc__ is not None, autocompile.install.__doc__ is not None, sys.modules["autocompile._finder"].__doc__ is None)
+print("text" if autocompile._bootstrap.boot.__code__.co_filename == "<string>" else "pyc")
 """
 
 
-def test_a_start_compiles_none_of_autocompile(cache_dir: Path) -> None:
-    """The .pth line runs the start-up module as text and the package comes from the bundle: no compile() at all."""
+@pytest.mark.parametrize("installed", ["without .pyc", "with .pyc"])
+def test_a_start_compiles_none_of_autocompile(cache_dir: Path, tmp_path: Path, installed: str) -> None:
+    """The .pth line imports the start-up module from its .pyc, or runs its text where it has none, and the
+    package comes from its .pyc or the bundle: no compile() at all."""
     import subprocess
     import sys
 
-    from conftest import child_env
+    from conftest import REPO, child_env
+
+    pycache = tmp_path / "pycache"  # the only place the children look for .pyc files
+    env = child_env(cache_dir, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(pycache))
+    if installed == "with .pyc":  # as pip installs by default
+        subprocess.run([sys.executable, "-S", "-m", "compileall", "-q", str(REPO / "autocompile")], env=env, check=True)
+        assert list((pycache / REPO.relative_to(REPO.anchor) / "autocompile").glob("_bootstrap.*.pyc"))
 
     def start() -> list[str]:
-        env = child_env(cache_dir, PYTHONDONTWRITEBYTECODE="1")
         result = subprocess.run([sys.executable, "-S", "-c", AUDITED_START], env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         return result.stdout.splitlines()
 
+    how = "pyc" if installed == "with .pyc" else "text"
     first = start()
-    assert "'__init__.py'" in first[0] and "'_bootstrap.py'" not in first[0]  # the standard import, the first time
-    assert first[1:] == ["1 True", "True True", "True True False"]
-    assert start() == ["nothing", "1 True", "True True", "True True True"]  # the package keeps its docstrings
+    # the first start compiles the bundle: the package and its runtime, not the start-up module
+    assert "'__init__.py'" in first[0] and "'_bootstrap.py'" not in first[0]
+    assert first[1:] == ["1 True", "True True", "True True False", how]
+    assert start() == ["nothing", "1 True", "True True", "True True True", how]  # the package keeps its docstrings
 
 
 BOOT = """
