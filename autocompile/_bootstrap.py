@@ -138,11 +138,19 @@ def read_bundle(path: str, pin: str) -> "tuple | None":
     return codes if pinned == pin and len(codes) == len(BUNDLED) else None
 
 
+def relocate(codes: tuple) -> tuple:
+    """Give bundled code this copy's file names, as stock does for a moved ``.pyc``: a shared bundle's
+    are those of the copy that made it."""
+    for name, code in zip(BUNDLED, codes):
+        _imp._fix_co_filename(code, source_path(name))  # a string comparison when they match
+    return codes
+
+
 def execute(codes: tuple) -> bool:
     """Run the bundled code as its modules, where not imported yet; on any error, leave none of them behind."""
     loaded = []
     try:
-        for name, code in zip(BUNDLED, codes):
+        for name, code in zip(BUNDLED, relocate(codes)):
             fullname = __package__ if name == "__init__" else f"{__package__}.{name}"
             if fullname in sys.modules:
                 continue

@@ -157,6 +157,8 @@ from autocompile._bootstrap import boot
 boot()
 finder = sys.modules["autocompile._finder"]
 print(type(sys.meta_path[-1]).__name__, "bundle" if finder.__doc__ is None else "stock")
+# where the code says it comes from: the running copy's files, also from a bundle another copy made
+assert finder.AutocompileFinder.find_spec.__code__.co_filename == finder.__file__, finder.__file__
 """
 
 
@@ -198,9 +200,12 @@ def test_runtime_comes_from_the_bundle_after_the_first_start(cache_dir: Path) ->
 
 
 def test_a_fresh_copy_of_the_same_sources_compiles_nothing(tmp_path: Path, cache_dir: Path) -> None:
-    """A new venv with the same autocompile starts from the bundle another copy made, then has its own;
-    a copy whose sources differ compiles them."""
+    """A new venv with the same autocompile starts from the bundle another copy made, then has its own
+    (naming its own files); a copy whose sources differ compiles them."""
+    import marshal
     import shutil
+
+    from autocompile._bootstrap import BUNDLED
 
     from conftest import REPO
 
@@ -210,6 +215,9 @@ def test_a_fresh_copy_of_the_same_sources_compiles_nothing(tmp_path: Path, cache
     shutil.copytree(REPO / "autocompile", copy / "autocompile", ignore=shutil.ignore_patterns("__pycache__"))
     assert boot_child(cache_dir, copy) == "AutocompileFinder bundle"
     assert len(bundle_files(cache_dir)) == 3  # the first copy's, the copy's, the shared one
+    (origin,) = [path for path in (cache_dir / "runtime").glob("*.origin") if path.read_bytes().startswith(bytes(copy))]
+    _, codes = marshal.loads(origin.with_suffix("").read_bytes())
+    assert [code.co_filename for code in codes] == [str(copy / "autocompile" / f"{name}.py") for name in BUNDLED]
     assert boot_child(cache_dir, copy) == "AutocompileFinder bundle"
     with open(copy / "autocompile" / "_log.py", "a") as file:
         file.write("# edited\n")
