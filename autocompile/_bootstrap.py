@@ -118,7 +118,8 @@ def load_runtime(root: str) -> str:
 
 
 def read_bundle(path: str, pin: str) -> "tuple | None":
-    """The code objects in the bundle at ``path``, if it may be trusted and carries ``pin``."""
+    """The code objects in the bundle at ``path``, if it may be trusted and carries ``pin``, naming this
+    copy's files (a shared bundle's code names the copy that made it; stock renames a moved ``.pyc`` so)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
@@ -133,16 +134,12 @@ def read_bundle(path: str, pin: str) -> "tuple | None":
         os.close(fd)
     try:
         pinned, codes = marshal.loads(data)
-    except (EOFError, ValueError, TypeError):
+        if pinned != pin or len(codes) != len(BUNDLED):
+            return None
+        for name, code in zip(BUNDLED, codes):
+            _imp._fix_co_filename(code, source_path(name))  # a string comparison where they match
+    except (EOFError, ValueError, TypeError):  # damaged: the standard import runs
         return None
-    return codes if pinned == pin and len(codes) == len(BUNDLED) else None
-
-
-def relocate(codes: tuple) -> tuple:
-    """Give bundled code this copy's file names, as stock does for a moved ``.pyc``: a shared bundle's
-    are those of the copy that made it."""
-    for name, code in zip(BUNDLED, codes):
-        _imp._fix_co_filename(code, source_path(name))  # a string comparison when they match
     return codes
 
 
@@ -150,7 +147,7 @@ def execute(codes: tuple) -> bool:
     """Run the bundled code as its modules, where not imported yet; on any error, leave none of them behind."""
     loaded = []
     try:
-        for name, code in zip(BUNDLED, relocate(codes)):
+        for name, code in zip(BUNDLED, codes):
             fullname = __package__ if name == "__init__" else f"{__package__}.{name}"
             if fullname in sys.modules:
                 continue

@@ -104,9 +104,7 @@ def save_runtime(root: str) -> None:
     shared_path, shared_pin = _bootstrap.shared_bundle(root, sources)
     codes = _bootstrap.read_bundle(shared_path, shared_pin)
     try:
-        if codes is not None:
-            _bootstrap.relocate(codes)  # this copy's bundle names this copy's files
-        else:
+        if codes is None:
             codes = tuple(
                 # the package keeps its docstrings (public API); the rest runs without
                 compile(sources[name], _bootstrap.source_path(name), "exec", dont_inherit=True, optimize=0 if name == "__init__" else 2)

@@ -227,12 +227,18 @@ def test_a_fresh_copy_of_the_same_sources_compiles_nothing(tmp_path: Path, cache
 
 
 def test_damaged_or_foreign_bundles_are_ignored(cache_dir: Path) -> None:
+    import marshal
     import os
 
     cache_dir.mkdir(mode=0o700)
     boot_child(cache_dir)
     for bundle in bundles(cache_dir):
         bundle.write_bytes(bundle.read_bytes()[:100])
+    assert boot_child(cache_dir) == "AutocompileFinder stock"
+    assert boot_child(cache_dir) == "AutocompileFinder bundle"
+    for bundle in bundles(cache_dir):  # the right pin, but not code
+        pin, codes = marshal.loads(bundle.read_bytes())
+        bundle.write_bytes(marshal.dumps((pin, (0,) * len(codes))))
     assert boot_child(cache_dir) == "AutocompileFinder stock"
     assert boot_child(cache_dir) == "AutocompileFinder bundle"
     own, shared = bundles(cache_dir)
