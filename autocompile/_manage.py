@@ -149,8 +149,8 @@ def orphans(store: _store.Store, entries: list[Record]) -> list[Record]:
     return result
 
 
-def runtime_orphans(root: str) -> list[Record]:
-    """The runtime bundles under ``runtime/`` that no installed copy will read again.
+def runtime_orphans(files: dict[str, os.DirEntry[str]]) -> list[Record]:
+    """The runtime bundles among ``files`` (see :func:`runtime_files`) that no installed copy will read again.
 
     A copy's bundle goes when the package directory its origin names no longer
     holds autocompile, or when it has no origin (an older autocompile wrote it;
@@ -159,7 +159,6 @@ def runtime_orphans(root: str) -> list[Record]:
     Removing a bundle a copy still reads costs that copy one slower start, never
     an error.
     """
-    files = runtime_files(root)
     gone: list[list[os.DirEntry[str]]] = []
     shared, in_use = [], set()
     for name, entry in files.items():

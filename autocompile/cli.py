@@ -317,7 +317,7 @@ def _runtime_usage(root: str) -> dict[str, int]:
         except OSError:  # removed meanwhile
             pass
     bundles = sum(not name.endswith(_install.ORIGIN_SUFFIX) for name in files)
-    return {"bundles": bundles, "size_bytes": size, "orphans": len(_manage.runtime_orphans(root)) if bundles else 0}
+    return {"bundles": bundles, "size_bytes": size, "orphans": len(_manage.runtime_orphans(files))}
 
 
 def _breakdown(title: str, groups: dict[str, dict[str, Any]], top: int) -> list[str]:
@@ -490,7 +490,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     reasons = _prune_plan(args, int(settings["max_size"]), store, entries, now)
     victims = [r for r in entries if r.item.ino in reasons]
     if args.orphans:
-        runtime = _manage.runtime_orphans(root)
+        runtime = _manage.runtime_orphans(_manage.runtime_files(root))
         reasons.update((r.item.ino, "orphaned") for r in runtime)
         victims += runtime
     stale = _evict.stale_temporaries(root, now)
