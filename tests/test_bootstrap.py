@@ -78,6 +78,33 @@ def test_pth_line_boots_after_an_earlier_import_of_the_package(first: str, cache
     assert (result.stdout, result.stderr) == ("1\n", "")
 
 
+@pytest.mark.parametrize(
+    ("disable", "installed", "parsed"),
+    [("1", "without .pyc", 1), ("", "with .pyc", 2), ("", "without .pyc", 4)],
+)
+def test_pth_line_parses_only_what_it_runs(cache_dir: Path, tmp_path: Path, disable: str, installed: str, parsed: int) -> None:
+    """CPython's parser is most of what a .pth line costs: disabled, the line parses only itself; with a
+    ``.pyc`` for the start-up module, not the code that would run its text (each ``exec`` of text is a
+    ``compile`` audit event named ``<string>``)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, child_env
+
+    pycache = tmp_path / "pycache"  # the only place the child looks for .pyc files
+    env = child_env(cache_dir, AUTOCOMPILE_DISABLE=disable, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(pycache))
+    if installed == "with .pyc":
+        subprocess.run([sys.executable, "-S", "-m", "compileall", "-q", str(REPO / "autocompile")], env=env, check=True)
+    code = (
+        "import sys; parsed = []\n"
+        "sys.addaudithook(lambda event, args: parsed.append(args[1]) if event == 'compile' else None)\n"
+        f"exec({PTH_LINE!r})\n"
+        "print(parsed.count('<string>'), sum(type(f).__name__ == 'AutocompileFinder' for f in sys.meta_path))"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True)
+    assert (result.stdout, result.stderr) == (f"{parsed} {int(not disable)}\n", "")
+
+
 def test_pth_line_survives_a_broken_package(tmp_path: Path, cache_dir: Path) -> None:
     import shutil
     import subprocess
