@@ -203,7 +203,11 @@ def main() -> int:
     work = options.work or tempfile.mkdtemp(prefix="cython-bench-")
     cache = os.path.join(work, "cache")
     os.makedirs(cache, mode=0o700, exist_ok=True)
-    src, stubs = prepare(work)
+    try:
+        src, stubs = prepare(work)
+    except subprocess.CalledProcessError:  # pip said why just above
+        print(f"cython_bench: could not download {PYPERFORMANCE} with this interpreter's pip", file=sys.stderr)
+        return 1
     startup_root = startup_package(work)
     time.sleep(2.1)  # sources must settle before they are indexed
     names = options.only or list(BENCHMARKS)
