@@ -78,6 +78,22 @@ def test_pth_line_boots_after_an_earlier_import_of_the_package(first: str, cache
     assert (result.stdout, result.stderr) == ("1\n", "")
 
 
+def private_pycache_env(cache_dir: Path, tmp_path: Path, installed: str, **extra: str) -> dict[str, str]:
+    """A child environment whose only ``.pyc`` files are under ``tmp_path``: none, or the package's compiled
+    there as pip installs by default (``installed == "with .pyc"``)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, child_env
+
+    pycache = tmp_path / "pycache"
+    env = child_env(cache_dir, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(pycache), **extra)
+    if installed == "with .pyc":
+        subprocess.run([sys.executable, "-S", "-m", "compileall", "-q", str(REPO / "autocompile")], env=env, check=True)
+        assert list((pycache / REPO.relative_to(REPO.anchor) / "autocompile").glob("_bootstrap.*.pyc"))
+    return env
+
+
 @pytest.mark.parametrize(
     ("disable", "installed", "parsed"),
     [("1", "without .pyc", 1), ("", "with .pyc", 2), ("", "without .pyc", 4)],
@@ -89,12 +105,7 @@ def test_pth_line_parses_only_what_it_runs(cache_dir: Path, tmp_path: Path, disa
     import subprocess
     import sys
 
-    from conftest import REPO, child_env
-
-    pycache = tmp_path / "pycache"  # the only place the child looks for .pyc files
-    env = child_env(cache_dir, AUTOCOMPILE_DISABLE=disable, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(pycache))
-    if installed == "with .pyc":
-        subprocess.run([sys.executable, "-S", "-m", "compileall", "-q", str(REPO / "autocompile")], env=env, check=True)
+    env = private_pycache_env(cache_dir, tmp_path, installed, AUTOCOMPILE_DISABLE=disable)
     code = (
         "import sys; parsed = []\n"
         "sys.addaudithook(lambda event, args: parsed.append(args[1]) if event == 'compile' else None)\n"
@@ -157,13 +168,7 @@ def test_a_start_compiles_none_of_autocompile(cache_dir: Path, tmp_path: Path, i
     import subprocess
     import sys
 
-    from conftest import REPO, child_env
-
-    pycache = tmp_path / "pycache"  # the only place the children look for .pyc files
-    env = child_env(cache_dir, PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=str(pycache))
-    if installed == "with .pyc":  # as pip installs by default
-        subprocess.run([sys.executable, "-S", "-m", "compileall", "-q", str(REPO / "autocompile")], env=env, check=True)
-        assert list((pycache / REPO.relative_to(REPO.anchor) / "autocompile").glob("_bootstrap.*.pyc"))
+    env = private_pycache_env(cache_dir, tmp_path, installed)
 
     def start() -> list[str]:
         result = subprocess.run([sys.executable, "-S", "-c", AUDITED_START], env=env, capture_output=True, text=True)
